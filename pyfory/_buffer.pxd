@@ -1,0 +1,150 @@
+# cython: language_level=3
+"""The Buffer: a growable write buffer and a bounds-checked read cursor.
+
+The hot helpers are `cdef inline` here so the core loop inlines them; every read
+checks the remaining length first and raises a pyfory error instead of reading past
+the end.
+"""
+from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
+from libc.string cimport memcpy
+from cpython.buffer cimport Py_buffer
+
+
+cdef class Buffer:
+    cdef uint8_t* data          # start of the bytes (owned when writing)
+    cdef Py_ssize_t size        # capacity when writing, input length when reading
+    cdef Py_ssize_t pos         # write position / read position
+    cdef bint owns_data         # data was allocated by us (write mode)
+    cdef bint has_view          # view holds a Py_buffer we must release
+    cdef Py_buffer view
+    cdef object source          # keeps the input alive while reading
+
+    cdef int grow(self, Py_ssize_t needed) except -1
+    cdef int raise_truncated(self, Py_ssize_t needed) except -1
+    cdef int attach(self, object source) except -1
+    cdef void detach(self)
+    cdef object getvalue_bytes(self)
+    cpdef void reset_for_write(self)
+
+    # ---- writing --------------------------------------------------------------
+    cdef inline int reserve(self, Py_ssize_t n) except -1:
+        if self.pos + n > self.size:
+            self.grow(n)
+        return 0
+
+    cdef inline int put_u8(self, uint8_t v) except -1:
+        if self.pos + 1 > self.size:
+            self.grow(1)
+        self.data[self.pos] = v
+        self.pos += 1
+        return 0
+
+    cdef inline int put_raw(self, const void* src, Py_ssize_t n) except -1:
+        if self.pos + n > self.size:
+            self.grow(n)
+        memcpy(self.data + self.pos, src, n)
+        self.pos += n
+        return 0
+
+    cdef inline void put_varuint64_unchecked(self, uint64_t v) noexcept:
+        # caller reserved 10 bytes
+        cdef uint8_t* p = self.data + self.pos
+        cdef Py_ssize_t i = 0
+        while v >= 0x80:
+            p[i] = <uint8_t>(v | 0x80)
+            v >>= 7
+            i += 1
+        p[i] = <uint8_t>v
+        self.pos += i + 1
+
+    cdef inline int put_varuint64(self, uint64_t v) except -1:
+        if self.pos + 10 > self.size:
+            self.grow(10)
+        self.put_varuint64_unchecked(v)
+        return 0
+
+    cdef inline int put_varint64(self, int64_t v) except -1:
+        # zigzag: small negative numbers stay small
+        return self.put_varuint64((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
+
+    cdef inline void put_u64_unchecked(self, uint64_t v) noexcept:
+        # little-endian fixed 8 bytes (the machines we target are little-endian;
+        # memcpy keeps it alignment-safe)
+        memcpy(self.data + self.pos, &v, 8)
+        self.pos += 8
+
+    cdef inline int put_double(self, double v) except -1:
+        if self.pos + 8 > self.size:
+            self.grow(8)
+        memcpy(self.data + self.pos, &v, 8)
+        self.pos += 8
+        return 0
+
+    # ---- reading --------------------------------------------------------------
+    cdef inline int need(self, Py_ssize_t n) except -1:
+        if n < 0 or n > self.size - self.pos:
+            self.raise_truncated(n)
+        return 0
+
+    cdef inline Py_ssize_t remaining(self) noexcept:
+        return self.size - self.pos
+
+    cdef inline int get_u8(self) except -1:
+        if self.pos >= self.size:
+            self.raise_truncated(1)
+        cdef uint8_t v = self.data[self.pos]
+        self.pos += 1
+        return v
+
+    cdef inline const uint8_t* take(self, Py_ssize_t n) except NULL:
+        # returns a pointer to n bytes and advances past them
+        if n < 0 or n > self.size - self.pos:
+            self.raise_truncated(n)
+        cdef const uint8_t* p = self.data + self.pos
+        self.pos += n
+        return p
+
+    cdef uint64_t get_varuint64_slow(self) except? 0xFFFFFFFFFFFFFFFF
+
+    cdef inline uint64_t get_varuint64(self) except? 0xFFFFFFFFFFFFFFFF:
+        cdef uint8_t b
+        if self.pos < self.size:
+            b = self.data[self.pos]
+            if b < 0x80:
+                self.pos += 1
+                return b
+        return self.get_varuint64_slow()
+
+    cdef inline int64_t get_varint64(self) except? -0x7FFFFFFFFFFFFFFF:
+        cdef uint64_t u = self.get_varuint64()
+        return <int64_t>(u >> 1) ^ -<int64_t>(u & 1)
+
+    cdef inline Py_ssize_t get_length(self) except -1:
+        # a count or byte length: must fit in Py_ssize_t
+        cdef uint64_t u = self.get_varuint64()
+        if u > <uint64_t>0x7FFFFFFFFFFFFFFF:
+            self.raise_truncated(-1)
+        return <Py_ssize_t>u
+
+    cdef inline double get_double(self) except? -1.0:
+        cdef double v
+        if 8 > self.size - self.pos:
+            self.raise_truncated(8)
+        memcpy(&v, self.data + self.pos, 8)
+        self.pos += 8
+        return v
+
+    cdef inline uint64_t get_u64(self) except? 0xFFFFFFFFFFFFFFFF:
+        cdef uint64_t v
+        if 8 > self.size - self.pos:
+            self.raise_truncated(8)
+        memcpy(&v, self.data + self.pos, 8)
+        self.pos += 8
+        return v
+
+    # ---- strings (shared by the core and custom serializers) ------------------
+    # A string is a varint header then its bytes. Header = (nbytes << 3) | flags,
+    # flags = (register << 2) | encoding, encoding 0 ascii, 1 latin-1, 2 utf-8.
+    # Encoding 3 is a back-reference: header = (index << 2) | 3 (see _core.pyx).
+    cdef int put_str(self, str s, int register) except -1
+    cdef str get_str_body(self, uint64_t header)

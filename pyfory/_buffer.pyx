@@ -1,0 +1,304 @@
+# cython: language_level=3
+"""Buffer implementation and its Python-visible API (used by custom serializers)."""
+from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t, int32_t, int16_t, int8_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_ANY_CONTIGUOUS
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeLatin1, PyUnicode_DecodeASCII
+
+from pyfory.error import MalformedDataError, TruncatedDataError
+
+cdef extern from "Python.h":
+    int PyUnicode_KIND(object s)
+    void* PyUnicode_DATA(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    bint PyUnicode_IS_ASCII(object s)
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except? NULL
+    object PyUnicode_AsEncodedString(object s, const char* encoding, const char* errors)
+    int PyUnicode_1BYTE_KIND
+
+cdef Py_ssize_t INITIAL_CAPACITY = 256
+# A write buffer that grew past this is given back after use, so one huge payload
+# does not pin its memory to the Fory instance forever.
+cdef Py_ssize_t KEEP_CAPACITY = 1 << 20
+
+
+cdef class Buffer:
+    """A byte buffer: `Buffer()` to write, `Buffer(data)` to read `data` without copying."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.data = NULL
+        self.size = 0
+        self.pos = 0
+        self.owns_data = False
+        self.has_view = False
+        self.source = None
+
+    def __init__(self, data=None):
+        if data is not None:
+            self.attach(data)
+
+    def __dealloc__(self):
+        self.detach()
+        if self.owns_data and self.data != NULL:
+            free(self.data)
+            self.data = NULL
+
+    cdef int grow(self, Py_ssize_t needed) except -1:
+        cdef Py_ssize_t new_size
+        cdef uint8_t* p
+        if not self.owns_data and self.data != NULL:
+            raise ValueError("cannot write to a read-only Buffer")
+        new_size = self.size * 2
+        if new_size < INITIAL_CAPACITY:
+            new_size = INITIAL_CAPACITY
+        if new_size < self.pos + needed:
+            new_size = self.pos + needed + (self.pos + needed) // 2
+        p = <uint8_t*>realloc(self.data, new_size)
+        if p == NULL:
+            raise MemoryError()
+        self.data = p
+        self.size = new_size
+        self.owns_data = True
+        return 0
+
+    cdef int raise_truncated(self, Py_ssize_t needed) except -1:
+        if needed < 0:
+            raise MalformedDataError(f"invalid length field at offset {self.pos}")
+        raise TruncatedDataError(
+            f"payload truncated: need {needed} byte(s) at offset {self.pos}, "
+            f"{self.size - self.pos} left")
+
+    cdef int attach(self, object source) except -1:
+        # read mode over any buffer-protocol object, without copying it
+        self.detach()
+        if self.owns_data and self.data != NULL:
+            free(self.data)
+        self.owns_data = False
+        PyObject_GetBuffer(source, &self.view, PyBUF_SIMPLE)
+        self.has_view = True
+        self.source = source
+        self.data = <uint8_t*>self.view.buf
+        self.size = self.view.len
+        self.pos = 0
+        return 0
+
+    cdef void detach(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            self.source = None
+            self.data = NULL
+            self.size = 0
+            self.pos = 0
+
+    cdef object getvalue_bytes(self):
+        return PyBytes_FromStringAndSize(<char*>self.data, self.pos)
+
+    cpdef void reset_for_write(self):
+        """Start writing again from the beginning, reusing the memory."""
+        self.detach()
+        if self.owns_data and self.size > KEEP_CAPACITY:
+            free(self.data)
+            self.data = NULL
+            self.size = 0
+            self.owns_data = False
+        self.pos = 0
+
+    cdef uint64_t get_varuint64_slow(self) except? 0xFFFFFFFFFFFFFFFF:
+        cdef uint64_t result = 0
+        cdef int shift = 0
+        cdef uint8_t b
+        while True:
+            if self.pos >= self.size:
+                self.raise_truncated(1)
+            b = self.data[self.pos]
+            self.pos += 1
+            if shift == 63 and b > 1:
+                raise MalformedDataError(f"varint too long at offset {self.pos - 1}")
+            result |= (<uint64_t>(b & 0x7F)) << shift
+            if b < 0x80:
+                return result
+            shift += 7
+
+    cdef int put_str(self, str s, int register) except -1:
+        cdef Py_ssize_t n
+        cdef const char* p
+        cdef uint64_t flags = register << 2
+        if PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND:
+            n = PyUnicode_GET_LENGTH(s)
+            if not PyUnicode_IS_ASCII(s):
+                flags |= 1
+            self.reserve(10 + n)
+            self.put_varuint64_unchecked((<uint64_t>n << 3) | flags)
+            memcpy(self.data + self.pos, PyUnicode_DATA(s), n)
+            self.pos += n
+            return 0
+        try:
+            p = PyUnicode_AsUTF8AndSize(s, &n)
+        except UnicodeEncodeError:
+            # lone surrogates: keep them, as pickle does
+            b = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")
+            p = PyBytes_AS_STRING(b)
+            n = PyBytes_GET_SIZE(b)
+        self.reserve(10 + n)
+        self.put_varuint64_unchecked((<uint64_t>n << 3) | flags | 2)
+        memcpy(self.data + self.pos, p, n)
+        self.pos += n
+        return 0
+
+    cdef str get_str_body(self, uint64_t header):
+        cdef uint64_t enc = header & 3
+        cdef uint64_t n64 = header >> 3
+        cdef Py_ssize_t n
+        if n64 > <uint64_t>(self.size - self.pos):
+            self.raise_truncated(<Py_ssize_t>min(n64, <uint64_t>0x7FFFFFFFFFFFFFFF))
+        n = <Py_ssize_t>n64
+        cdef const char* p = <const char*>(self.data + self.pos)
+        self.pos += n
+        if enc == 0:
+            try:
+                return PyUnicode_DecodeASCII(p, n, NULL)
+            except UnicodeDecodeError as e:
+                raise MalformedDataError(f"string marked ASCII is not: {e}") from None
+        if enc == 1:
+            return PyUnicode_DecodeLatin1(p, n, NULL)
+        if enc == 2:
+            try:
+                return PyUnicode_DecodeUTF8(p, n, "surrogatepass")
+            except UnicodeDecodeError as e:
+                raise MalformedDataError(f"invalid UTF-8 in string: {e}") from None
+        raise MalformedDataError(f"invalid string header at offset {self.pos - n}")
+
+    # ---- Python-visible API for custom serializers -----------------------------
+    @property
+    def writer_index(self):
+        return self.pos
+
+    @property
+    def reader_index(self):
+        return self.pos
+
+    def getvalue(self) -> bytes:
+        """The bytes written so far."""
+        return self.getvalue_bytes()
+
+    def __len__(self):
+        return self.pos if self.owns_data or self.data == NULL else self.size
+
+    def write_bool(self, bint v):
+        self.put_u8(1 if v else 0)
+
+    def write_uint8(self, int v):
+        if v < 0 or v > 255:
+            raise OverflowError("uint8 out of range")
+        self.put_u8(<uint8_t>v)
+
+    def write_int8(self, int8_t v):
+        self.put_u8(<uint8_t>v)
+
+    def write_int16(self, int16_t v):
+        self.put_raw(&v, 2)
+
+    def write_int32(self, int32_t v):
+        self.put_raw(&v, 4)
+
+    def write_int64(self, int64_t v):
+        self.put_raw(&v, 8)
+
+    def write_float32(self, float v):
+        self.put_raw(&v, 4)
+
+    def write_float64(self, double v):
+        self.put_double(v)
+
+    def write_varint32(self, int32_t v):
+        self.put_varint64(v)
+
+    def write_varuint32(self, uint32_t v):
+        self.put_varuint64(v)
+
+    def write_varint64(self, int64_t v):
+        self.put_varint64(v)
+
+    def write_varuint64(self, uint64_t v):
+        self.put_varuint64(v)
+
+    def write_bytes(self, data):
+        """Raw bytes, no length prefix (pair with read_bytes(n))."""
+        cdef const uint8_t[::1] view = memoryview(data).cast("B")
+        if view.shape[0]:
+            self.put_raw(&view[0], view.shape[0])
+
+    def write_bytes_and_size(self, data):
+        cdef const uint8_t[::1] view = memoryview(data).cast("B")
+        self.put_varuint64(view.shape[0])
+        if view.shape[0]:
+            self.put_raw(&view[0], view.shape[0])
+
+    def write_string(self, str s):
+        self.put_str(s, 0)
+
+    def read_bool(self) -> bool:
+        return self.get_u8() != 0
+
+    def read_uint8(self) -> int:
+        return self.get_u8()
+
+    def read_int8(self) -> int:
+        return <int8_t>self.get_u8()
+
+    def read_int16(self) -> int:
+        cdef int16_t v
+        memcpy(&v, self.take(2), 2)
+        return v
+
+    def read_int32(self) -> int:
+        cdef int32_t v
+        memcpy(&v, self.take(4), 4)
+        return v
+
+    def read_int64(self) -> int:
+        cdef int64_t v
+        memcpy(&v, self.take(8), 8)
+        return v
+
+    def read_float32(self) -> float:
+        cdef float v
+        memcpy(&v, self.take(4), 4)
+        return v
+
+    def read_float64(self) -> float:
+        return self.get_double()
+
+    def read_varint32(self) -> int:
+        cdef int64_t v = self.get_varint64()
+        if v < -0x80000000 or v > 0x7FFFFFFF:
+            raise MalformedDataError("varint32 out of range")
+        return v
+
+    def read_varuint32(self) -> int:
+        cdef uint64_t v = self.get_varuint64()
+        if v > 0xFFFFFFFF:
+            raise MalformedDataError("varuint32 out of range")
+        return v
+
+    def read_varint64(self) -> int:
+        return self.get_varint64()
+
+    def read_varuint64(self) -> int:
+        return self.get_varuint64()
+
+    def read_bytes(self, Py_ssize_t n) -> bytes:
+        return PyBytes_FromStringAndSize(<const char*>self.take(n), n)
+
+    def read_bytes_and_size(self) -> bytes:
+        cdef Py_ssize_t n = self.get_length()
+        return PyBytes_FromStringAndSize(<const char*>self.take(n), n)
+
+    def read_string(self) -> str:
+        cdef uint64_t h = self.get_varuint64()
+        if (h & 3) == 3 or (h & 4):
+            raise MalformedDataError("unexpected string reference in a plain string")
+        return self.get_str_body(h)

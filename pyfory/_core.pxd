@@ -1,0 +1,125 @@
+# cython: language_level=3
+from libc.stdint cimport uint8_t, int64_t, uint64_t
+from cpython.object cimport PyObject
+from pyfory._buffer cimport Buffer
+
+
+cdef struct PtrTable:
+    # open addressing, linear probing: object address -> index in `keys`
+    PyObject** slots_key
+    Py_ssize_t* slots_val
+    Py_ssize_t capacity        # power of two
+    PyObject** keys            # insertion order; each holds a strong reference
+    Py_ssize_t count
+    Py_ssize_t keys_capacity
+
+
+cdef class Serializer:
+    cdef public object fory
+    cdef public object cls
+    cdef public bint track_identity
+    cdef public bint has_state
+    cdef public bint has_type_meta
+    cpdef write(self, WriteContext ctx, obj)
+    cpdef read(self, ReadContext ctx)
+    cpdef write_state(self, WriteContext ctx, obj)
+    cpdef read_state(self, ReadContext ctx, obj)
+    cpdef write_type_meta(self, WriteContext ctx)
+    cpdef read_type_meta(self, ReadContext ctx)
+
+
+cdef class TypeInfo:
+    cdef public object cls
+    cdef public Serializer serializer
+    cdef public int kind              # how the type is named on the wire
+    cdef public object type_id        # internal or user id
+    cdef public object name           # registered name
+    cdef public object module
+    cdef public object qualname
+    cdef public object by_value       # handler for classes sent by value
+    # writer bookkeeping: index of this type in the payload being written
+    cdef uint64_t payload_gen
+    cdef Py_ssize_t payload_index
+
+
+cdef class WriteContext(Buffer):
+    cdef public object fory
+    cdef object resolver
+    cdef dict type_cache
+    cdef bint ref
+    cdef bint in_use
+    cdef Py_ssize_t depth
+    cdef Py_ssize_t max_depth
+    cdef uint64_t gen
+    cdef Py_ssize_t ntypes
+    cdef PtrTable memo
+    cdef PtrTable strings
+    cdef public object buffer_callback
+    cdef public list extra               # scratch space for resolvers (per payload)
+    cdef public Py_ssize_t oob_count     # buffers handed out of band in this payload
+    cdef dict overrides                  # serializers registered for builtin types, or None
+
+    cdef int begin(self) except -1
+    cdef void end(self) noexcept
+    cdef int write_any(self, object obj) except -1
+    cdef int write_other(self, object obj, type t) except -1
+    cdef int write_object(self, object obj, TypeInfo info) except -1
+    cdef int write_str_value(self, str s) except -1
+    cdef int write_str_dedup(self, str s) except -1
+    cdef int write_int_value(self, object obj) except -1
+    cdef int write_bigint_body(self, object obj) except -1
+    cdef int write_list(self, list obj) except -1
+    cdef int write_tuple(self, tuple obj) except -1
+    cdef int write_dict(self, dict obj) except -1
+    cdef int write_setlike(self, object obj, uint8_t tag) except -1
+    cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
+    cdef int write_type_info(self, TypeInfo info) except -1
+    cdef int write_ref_or_register(self, object obj) except -1
+    cdef int write_class(self, object cls) except -1
+    cdef int enter(self) except -1
+
+
+cdef class ReadContext(Buffer):
+    cdef public object fory
+    cdef object resolver
+    cdef bint ref
+    cdef bint in_use
+    cdef Py_ssize_t depth
+    cdef Py_ssize_t max_depth
+    cdef list refs
+    cdef list strings
+    cdef list types
+    cdef public list buffers
+    cdef public Py_ssize_t buffer_index
+    cdef public object policy
+    cdef public list extra
+
+    cdef int begin(self, object data) except -1
+    cdef void end(self) noexcept
+    cdef object read_any(self)
+    cdef object read_tagged(self, int tag)
+    cdef str read_str_header(self, uint64_t h)
+    cdef str read_str_any(self)
+    cdef object read_list(self, bint discard)
+    cdef object read_tuple(self, bint discard)
+    cdef object read_dict(self)
+    cdef object read_setlike(self, int tag, bint discard)
+    cdef object read_object(self, bint discard)
+    cdef TypeInfo read_type_info(self)
+    cdef object read_bigint(self)
+    cdef object read_elem(self, int kind)
+    cdef object get_ref(self, Py_ssize_t idx)
+    cdef int check_count(self, Py_ssize_t n, Py_ssize_t min_item_size) except -1
+    cdef int enter(self) except -1
+
+
+cdef class Fory:
+    cdef public bint ref
+    cdef public bint strict
+    cdef public bint compatible
+    cdef public Py_ssize_t max_depth
+    cdef public object policy
+    cdef public object resolver
+    cdef public dict _type_cache
+    cdef WriteContext _wctx
+    cdef ReadContext _rctx

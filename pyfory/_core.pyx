@@ -1,0 +1,1318 @@
+# cython: language_level=3
+"""The hot loop: one write context and one read context per Fory, and the Fory class.
+
+Values of the builtin types are dispatched inline on `type(obj) is ...` with no
+Python-level call per value. Everything else goes through a per-Fory
+`type -> TypeInfo` cache; only on a miss is the Python resolver (resolver.py) asked.
+The wire format is described byte by byte in docs/format.md.
+"""
+from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free, calloc
+from libc.string cimport memcpy, memset
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF
+from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM, PyList_GET_SIZE, PyList_Append
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.dict cimport PyDict_SetItem, PyDict_Size, PyDict_GetItem
+from cpython.set cimport PySet_Add, PyFrozenSet_New, PySet_New
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
+from cpython.long cimport PyLong_FromLongLong
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble, PyComplex_FromDoubles
+from cpython.type cimport PyType_Check
+
+from pyfory._buffer cimport Buffer
+
+from pyfory import error as _error
+from pyfory.error import (
+    DepthLimitError,
+    ForyError,
+    FormatError,
+    MalformedDataError,
+    SerializationError,
+)
+
+cdef extern from "Python.h":
+    bint PyDict_Next(object p, Py_ssize_t *ppos, PyObject* *pkey, PyObject* *pvalue)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+    # the address of an object's type, without touching reference counts
+    PyObject* TYPE_OF "(PyObject*)Py_TYPE"(PyObject* o)
+
+# ---- wire tags (docs/format.md) -----------------------------------------------------
+cdef enum:
+    T_NONE = 0
+    T_TRUE = 1
+    T_FALSE = 2
+    T_INT = 3           # zigzag varint64
+    T_BIGINT = 4        # varint nbytes, signed little-endian
+    T_FLOAT = 5         # 8 bytes little-endian IEEE 754
+    T_STR = 6           # string header + bytes
+    T_BYTES = 7         # varint len + bytes
+    T_LIST = 8          # varint n [kind] items
+    T_TUPLE = 9
+    T_DICT = 10         # varint n [key kind | value kind << 4] pairs
+    T_SET = 11
+    T_FROZENSET = 12
+    T_BYTEARRAY = 13
+    T_COMPLEX = 14      # two doubles
+    T_REF = 15          # varint id: an object seen before in this payload
+    T_OBJECT = 16       # type header, serializer payload
+    T_TYPE = 17         # type header: a class object as a value
+    T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
+
+# element kinds of packed containers: each item written without its tag
+cdef enum:
+    K_ANY = 0
+    K_INT = T_INT
+    K_FLOAT = T_FLOAT
+    K_STR = T_STR
+
+# type header kinds (after the "new type" bit)
+cdef enum:
+    D_INTERNAL = 0
+    D_USER_ID = 1
+    D_NAME = 2          # module, qualname: importable by reference
+    D_USER_NAME = 3     # a name given to register()
+    D_BY_VALUE = 4      # class rebuilt from its definition
+
+FORMAT_MAGIC = b"\xfd\x59"
+FORMAT_VERSION = 1
+cdef int HEADER_SIZE = 4
+cdef uint8_t F_REF = 1
+cdef uint8_t F_COMPATIBLE = 2
+cdef uint8_t F_OOB = 4
+
+# Hard cap for max_depth: each level costs C stack in the recursive core.
+MAX_DEPTH_CAP = 2000
+
+cdef uint64_t _payload_counter = 0
+
+
+# ---- identity table ------------------------------------------------------------------
+cdef int ptable_init(PtrTable* t, Py_ssize_t capacity) except -1:
+    t.capacity = capacity
+    t.slots_key = <PyObject**>calloc(capacity, sizeof(PyObject*))
+    t.slots_val = <Py_ssize_t*>malloc(capacity * sizeof(Py_ssize_t))
+    t.keys_capacity = 64
+    t.keys = <PyObject**>malloc(t.keys_capacity * sizeof(PyObject*))
+    t.count = 0
+    if t.slots_key == NULL or t.slots_val == NULL or t.keys == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef void ptable_free(PtrTable* t) noexcept:
+    ptable_clear(t)
+    free(t.slots_key)
+    free(t.slots_val)
+    free(t.keys)
+    t.slots_key = NULL
+    t.slots_val = NULL
+    t.keys = NULL
+
+
+cdef inline Py_ssize_t ptable_slot(PyObject* p, Py_ssize_t mask) noexcept:
+    cdef uint64_t h = (<uint64_t><size_t>p >> 3) * <uint64_t>0x9E3779B97F4A7C15
+    return <Py_ssize_t>(h >> 32) & mask
+
+
+cdef inline Py_ssize_t ptable_get(PtrTable* t, PyObject* p) noexcept:
+    cdef Py_ssize_t mask = t.capacity - 1
+    cdef Py_ssize_t i = ptable_slot(p, mask)
+    cdef PyObject* k
+    while True:
+        k = t.slots_key[i]
+        if k == p:
+            return t.slots_val[i]
+        if k == NULL:
+            return -1
+        i = (i + 1) & mask
+
+
+cdef int ptable_grow(PtrTable* t) except -1:
+    cdef Py_ssize_t new_cap = t.capacity * 2
+    cdef PyObject** nk = <PyObject**>calloc(new_cap, sizeof(PyObject*))
+    cdef Py_ssize_t* nv = <Py_ssize_t*>malloc(new_cap * sizeof(Py_ssize_t))
+    cdef Py_ssize_t mask = new_cap - 1, i, j
+    if nk == NULL or nv == NULL:
+        free(nk)
+        free(nv)
+        raise MemoryError()
+    for i in range(t.capacity):
+        if t.slots_key[i] != NULL:
+            j = ptable_slot(t.slots_key[i], mask)
+            while nk[j] != NULL:
+                j = (j + 1) & mask
+            nk[j] = t.slots_key[i]
+            nv[j] = t.slots_val[i]
+    free(t.slots_key)
+    free(t.slots_val)
+    t.slots_key = nk
+    t.slots_val = nv
+    t.capacity = new_cap
+    return 0
+
+
+cdef inline Py_ssize_t ptable_add(PtrTable* t, PyObject* p) except -1:
+    """Add p (known absent); returns its index. Holds a reference until cleared."""
+    cdef Py_ssize_t mask, i
+    cdef PyObject** nkeys
+    if (t.count + 1) * 2 > t.capacity:
+        ptable_grow(t)
+    if t.count == t.keys_capacity:
+        nkeys = <PyObject**>realloc(t.keys, t.keys_capacity * 2 * sizeof(PyObject*))
+        if nkeys == NULL:
+            raise MemoryError()
+        t.keys = nkeys
+        t.keys_capacity *= 2
+    mask = t.capacity - 1
+    i = ptable_slot(p, mask)
+    while t.slots_key[i] != NULL:
+        i = (i + 1) & mask
+    t.slots_key[i] = p
+    t.slots_val[i] = t.count
+    Py_INCREF(<object>p)
+    t.keys[t.count] = p
+    t.count += 1
+    return t.count - 1
+
+
+cdef void ptable_clear(PtrTable* t) noexcept:
+    cdef Py_ssize_t i, n = t.count
+    if n == 0:
+        return
+    t.count = 0
+    if t.capacity > 16384:
+        free(t.slots_key)
+        free(t.slots_val)
+        t.capacity = 64
+        t.slots_key = <PyObject**>calloc(64, sizeof(PyObject*))
+        t.slots_val = <Py_ssize_t*>malloc(64 * sizeof(Py_ssize_t))
+    else:
+        memset(t.slots_key, 0, t.capacity * sizeof(PyObject*))
+    if t.keys_capacity > 16384:
+        # drop references first, then shrink the key array
+        for i in range(n):
+            Py_DECREF(<object>t.keys[i])
+        free(t.keys)
+        t.keys_capacity = 64
+        t.keys = <PyObject**>malloc(64 * sizeof(PyObject*))
+        return
+    for i in range(n):
+        Py_DECREF(<object>t.keys[i])
+
+
+# ---- serializers ---------------------------------------------------------------------
+cdef class Serializer:
+    """Base class of serializers: `write(ctx, obj)` and `read(ctx) -> obj`.
+
+    `ctx` is a WriteContext / ReadContext: it has the Buffer methods
+    (`write_varint32`, `write_int64`, `write_float64`, `write_string`, `write_bytes`,
+    `write_bool` and the matching reads) plus `write_any(obj)` / `read_any()`
+    for a nested value of any type.
+
+    Two-phase objects (that may be part of a cycle) set `has_state = True`:
+    `write`/`read` then only carry what is needed to create the object, which is
+    registered for back-references before `write_state`/`read_state` run.
+    """
+
+    def __init__(self, fory=None, cls=None):
+        self.fory = fory
+        self.cls = cls
+
+    cpdef write(self, WriteContext ctx, obj):
+        raise NotImplementedError(f"{type(self).__name__}.write")
+
+    cpdef read(self, ReadContext ctx):
+        raise NotImplementedError(f"{type(self).__name__}.read")
+
+    cpdef write_state(self, WriteContext ctx, obj):
+        pass
+
+    cpdef read_state(self, ReadContext ctx, obj):
+        pass
+
+    cpdef write_type_meta(self, WriteContext ctx):
+        pass
+
+    cpdef read_type_meta(self, ReadContext ctx):
+        return self
+
+
+cdef class TypeInfo:
+    """How one class is named on the wire and which serializer handles its instances."""
+
+    def __init__(self, cls, serializer, int kind, type_id=None, name=None,
+                 module=None, qualname=None, by_value=None):
+        self.cls = cls
+        self.serializer = serializer
+        self.kind = kind
+        self.type_id = type_id
+        self.name = name
+        self.module = module
+        self.qualname = qualname
+        self.by_value = by_value
+        self.payload_gen = 0
+        self.payload_index = 0
+
+    def with_serializer(self, serializer):
+        return TypeInfo(self.cls, serializer, self.kind, self.type_id, self.name,
+                        self.module, self.qualname, self.by_value)
+
+    def __repr__(self):
+        return f"TypeInfo({self.cls!r}, kind={self.kind})"
+
+
+# ---- writing -------------------------------------------------------------------------
+cdef class WriteContext(Buffer):
+    """State of one `dumps`: the output buffer, identity memo, string and type tables."""
+
+    def __cinit__(self, *args, **kwargs):
+        ptable_init(&self.memo, 64)
+        ptable_init(&self.strings, 64)
+
+    def __init__(self, fory):
+        self.fory = fory
+        self.resolver = fory.resolver
+        self.type_cache = fory._type_cache
+        self.max_depth = fory.max_depth
+        self.ref = fory.ref
+        self.overrides = fory.resolver.builtin_overrides
+        self.in_use = False
+        self.extra = None
+
+    def __dealloc__(self):
+        ptable_free(&self.memo)
+        ptable_free(&self.strings)
+
+    cdef int begin(self) except -1:
+        global _payload_counter
+        _payload_counter += 1
+        self.gen = _payload_counter
+        self.ntypes = 0
+        self.depth = 0
+        self.oob_count = 0
+        self.overrides = self.fory.resolver.builtin_overrides
+        self.in_use = True
+        self.reset_for_write()
+        return 0
+
+    cdef void end(self) noexcept:
+        ptable_clear(&self.memo)
+        ptable_clear(&self.strings)
+        self.buffer_callback = None
+        self.extra = None
+        self.in_use = False
+
+    cdef int enter(self) except -1:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise DepthLimitError(
+                f"nesting deeper than max_depth={self.max_depth} while serializing "
+                "(a cycle needs ref=True; deeper data needs a larger max_depth)")
+        return 0
+
+    # -- the dispatch --
+    cdef int write_any(self, object obj) except -1:
+        cdef type t = type(obj)
+        cdef double d
+        cdef PyObject* override
+        if self.overrides is not None:
+            # a serializer registered for a builtin type wins over the inline rules
+            override = PyDict_GetItem(self.overrides, t)
+            if override != NULL:
+                return self.write_object(obj, <TypeInfo>override)
+        if t is str:
+            return self.write_str_value(<str>obj)
+        if t is int:
+            return self.write_int_value(obj)
+        if t is float:
+            d = PyFloat_AS_DOUBLE(obj)
+            self.reserve(9)
+            self.data[self.pos] = T_FLOAT
+            memcpy(self.data + self.pos + 1, &d, 8)
+            self.pos += 9
+            return 0
+        if obj is None:
+            return self.put_u8(T_NONE)
+        if t is bool:
+            return self.put_u8(T_TRUE if obj is True else T_FALSE)
+        if t is dict:
+            return self.write_dict(<dict>obj)
+        if t is list:
+            return self.write_list(<list>obj)
+        if t is tuple:
+            return self.write_tuple(<tuple>obj)
+        return self.write_other(obj, t)
+
+    cdef int write_other(self, object obj, type t) except -1:
+        cdef PyObject* cached
+        cdef TypeInfo info
+        cdef double d
+        if t is bytes:
+            if self.ref and self.write_ref_or_register(obj):
+                return 0
+            self.put_u8(T_BYTES)
+            self.put_varuint64(PyBytes_GET_SIZE(obj))
+            return self.put_raw(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
+        if t is set:
+            return self.write_setlike(obj, T_SET)
+        if t is frozenset:
+            return self.write_setlike(obj, T_FROZENSET)
+        if t is bytearray:
+            if self.ref and self.write_ref_or_register(obj):
+                return 0
+            self.put_u8(T_BYTEARRAY)
+            self.put_varuint64(PyByteArray_GET_SIZE(obj))
+            return self.put_raw(PyByteArray_AS_STRING(obj), PyByteArray_GET_SIZE(obj))
+        if t is complex:
+            self.reserve(17)
+            self.data[self.pos] = T_COMPLEX
+            self.pos += 1
+            d = PyComplex_RealAsDouble(obj)
+            self.put_double(d)
+            d = PyComplex_ImagAsDouble(obj)
+            return self.put_double(d)
+        cached = PyDict_GetItem(self.type_cache, t)
+        if cached == NULL:
+            if PyType_Check(obj):
+                return self.write_class(obj)
+            info = self.resolver.get_typeinfo(t)
+        else:
+            info = <TypeInfo>cached
+        if info.serializer is None:
+            # a metaclass instance: the value is a class object
+            return self.write_class(obj)
+        return self.write_object(obj, info)
+
+    cdef int write_object(self, object obj, TypeInfo info) except -1:
+        cdef Serializer ser = info.serializer
+        cdef Py_ssize_t start, idx
+        cdef bint track
+        track = self.ref or ser.track_identity
+        if track:
+            idx = ptable_get(&self.memo, <PyObject*>obj)
+            if idx >= 0:
+                self.put_u8(T_REF)
+                return self.put_varuint64(idx)
+        start = self.pos
+        self.put_u8(T_OBJECT)
+        self.write_type_info(info)
+        self.enter()
+        ser.write(self, obj)
+        if track:
+            idx = ptable_get(&self.memo, <PyObject*>obj)
+            if idx >= 0:
+                # the object was reached again while writing its own constructor
+                # arguments and written in full there: drop this copy, point at that one
+                self.data[start] |= T_DISCARD
+                self.put_u8(T_REF)
+                self.put_varuint64(idx)
+                self.depth -= 1
+                return 0
+            ptable_add(&self.memo, <PyObject*>obj)
+        if ser.has_state:
+            ser.write_state(self, obj)
+        self.depth -= 1
+        return 0
+
+    cdef int write_class(self, object cls) except -1:
+        cdef PyObject* cached = PyDict_GetItem(self.type_cache, cls)
+        cdef TypeInfo info
+        if cached == NULL:
+            info = self.resolver.get_typeinfo(cls)
+        else:
+            info = <TypeInfo>cached
+        self.put_u8(T_TYPE)
+        return self.write_type_info(info)
+
+    cdef int write_type_info(self, TypeInfo info) except -1:
+        cdef Serializer ser
+        if info.payload_gen == self.gen:
+            return self.put_varuint64((<uint64_t>info.payload_index << 1) | 1)
+        self.put_varuint64(<uint64_t>info.kind << 1)
+        if info.kind == D_INTERNAL or info.kind == D_USER_ID:
+            self.put_varuint64(info.type_id)
+        elif info.kind == D_NAME:
+            self.write_str_dedup(info.module)
+            self.write_str_dedup(info.qualname)
+        elif info.kind == D_USER_NAME:
+            self.write_str_dedup(info.name)
+        elif info.kind == D_BY_VALUE:
+            self.enter()
+            info.by_value.write_skeleton(self, info.cls)
+            self.depth -= 1
+        else:
+            raise SerializationError(f"bad type kind {info.kind} for {info.cls!r}")
+        info.payload_gen = self.gen
+        info.payload_index = self.ntypes
+        self.ntypes += 1
+        if info.kind == D_BY_VALUE:
+            self.enter()
+            info.by_value.write_state(self, info.cls)
+            self.depth -= 1
+        ser = info.serializer
+        if ser is not None and ser.has_type_meta:
+            ser.write_type_meta(self)
+        return 0
+
+    cdef int write_ref_or_register(self, object obj) except -1:
+        """1 if obj was written before (a back-reference is written now), else 0
+        after registering it."""
+        cdef Py_ssize_t idx = ptable_get(&self.memo, <PyObject*>obj)
+        if idx >= 0:
+            self.put_u8(T_REF)
+            self.put_varuint64(idx)
+            return 1
+        ptable_add(&self.memo, <PyObject*>obj)
+        return 0
+
+    # -- scalars --
+    cdef int write_str_value(self, str s) except -1:
+        self.put_u8(T_STR)
+        if self.ref:
+            return self.write_str_dedup(s)
+        return self.put_str(s, 0)
+
+    cdef int write_str_dedup(self, str s) except -1:
+        """A string that is likely to repeat: written once, then by index."""
+        cdef Py_ssize_t idx = ptable_get(&self.strings, <PyObject*>s)
+        if idx >= 0:
+            return self.put_varuint64((<uint64_t>idx << 2) | 3)
+        ptable_add(&self.strings, <PyObject*>s)
+        return self.put_str(s, 1)
+
+    cdef int write_int_value(self, object obj) except -1:
+        cdef int overflow = 0
+        cdef long long v = PyLong_AsLongLongAndOverflow(obj, &overflow)
+        if overflow:
+            self.put_u8(T_BIGINT)
+            return self.write_bigint_body(obj)
+        self.reserve(11)
+        self.data[self.pos] = T_INT
+        self.pos += 1
+        self.put_varuint64_unchecked((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
+        return 0
+
+    cdef int write_bigint_body(self, object obj) except -1:
+        cdef Py_ssize_t n = (obj.bit_length() + 8) // 8
+        b = (<object>obj).to_bytes(n, "little", signed=True)
+        self.put_varuint64(n)
+        return self.put_raw(PyBytes_AS_STRING(b), n)
+
+    # -- containers --
+    cdef int write_list(self, list obj) except -1:
+        cdef Py_ssize_t n
+        if self.ref and self.write_ref_or_register(obj):
+            return 0
+        n = PyList_GET_SIZE(obj)
+        self.put_u8(T_LIST)
+        self.put_varuint64(n)
+        if n == 0:
+            return 0
+        self.enter()
+        self.write_items(obj, n, K_ANY if self.overrides is not None else seq_kind(obj, n, True), True)
+        self.depth -= 1
+        return 0
+
+    cdef int write_tuple(self, tuple obj) except -1:
+        # tuples are registered after their items (they cannot exist before them);
+        # see write_other for the recursive case
+        cdef Py_ssize_t n = PyTuple_GET_SIZE(obj)
+        cdef Py_ssize_t start, idx
+        if self.ref:
+            idx = ptable_get(&self.memo, <PyObject*>obj)
+            if idx >= 0:
+                self.put_u8(T_REF)
+                return self.put_varuint64(idx)
+        start = self.pos
+        self.put_u8(T_TUPLE)
+        self.put_varuint64(n)
+        if n == 0:
+            if self.ref:
+                ptable_add(&self.memo, <PyObject*>obj)
+            return 0
+        self.enter()
+        self.write_items(obj, n, K_ANY if self.overrides is not None else seq_kind(obj, n, False), False)
+        self.depth -= 1
+        if self.ref:
+            idx = ptable_get(&self.memo, <PyObject*>obj)
+            if idx >= 0:
+                self.data[start] |= T_DISCARD
+                self.put_u8(T_REF)
+                return self.put_varuint64(idx)
+            ptable_add(&self.memo, <PyObject*>obj)
+        return 0
+
+    cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1:
+        cdef Py_ssize_t i, start
+        cdef PyObject* item
+        cdef int overflow
+        cdef long long v
+        cdef double d
+        start = self.pos
+        self.put_u8(kind)
+        if kind == K_FLOAT:
+            self.reserve(8 * n)
+            for i in range(n):
+                item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
+                d = PyFloat_AS_DOUBLE(<object>item)
+                memcpy(self.data + self.pos, &d, 8)
+                self.pos += 8
+            return 0
+        if kind == K_INT:
+            for i in range(n):
+                item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
+                overflow = 0
+                v = PyLong_AsLongLongAndOverflow(<object>item, &overflow)
+                if overflow:
+                    # a big int among them: rewrite the items tagged, one by one
+                    self.pos = start
+                    return self.write_items(seq, n, K_ANY, is_list)
+                if self.pos + 10 > self.size:
+                    self.grow(10)
+                self.put_varuint64_unchecked((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
+            return 0
+        if kind == K_STR:
+            for i in range(n):
+                item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
+                if self.ref:
+                    self.write_str_dedup(<str>item)
+                else:
+                    self.put_str(<str>item, 0)
+            return 0
+        for i in range(n):
+            if is_list:
+                # user code (a __reduce__) may shrink the list while we write it
+                if i >= PyList_GET_SIZE(seq):
+                    raise SerializationError("list changed size during serialization")
+                self.write_any(<object>PyList_GET_ITEM(seq, i))
+            else:
+                self.write_any(<object>PyTuple_GET_ITEM(seq, i))
+        return 0
+
+    cdef int write_dict(self, dict obj) except -1:
+        cdef Py_ssize_t n, pos = 0, count = 0
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef PyObject* kt = NULL
+        cdef PyObject* vt = NULL
+        cdef uint8_t kkind, vkind
+        cdef bint kuniform = True, vuniform = True
+        cdef int overflow
+        cdef long long iv
+        if self.ref and self.write_ref_or_register(obj):
+            return 0
+        n = PyDict_Size(obj)
+        self.put_u8(T_DICT)
+        self.put_varuint64(n)
+        if n == 0:
+            return 0
+        self.enter()
+        # one pass to find whether keys / values share one packable type
+        while PyDict_Next(obj, &pos, &k, &v):
+            if kt == NULL:
+                kt = TYPE_OF(k)
+                vt = TYPE_OF(v)
+            else:
+                if kuniform and TYPE_OF(k) != kt:
+                    kuniform = False
+                if vuniform and TYPE_OF(v) != vt:
+                    vuniform = False
+        if self.overrides is not None:
+            kuniform = vuniform = False
+        kkind = K_STR if kuniform and kt == <PyObject*>str else K_ANY
+        vkind = K_ANY
+        if vuniform:
+            if vt == <PyObject*>str:
+                vkind = K_STR
+            elif vt == <PyObject*>float:
+                vkind = K_FLOAT
+            elif vt == <PyObject*>int:
+                vkind = K_INT
+                pos = 0
+                while PyDict_Next(obj, &pos, &k, &v):
+                    overflow = 0
+                    PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+                    if overflow:
+                        vkind = K_ANY
+                        break
+        self.put_u8(kkind | (vkind << 4))
+        pos = 0
+        if kkind == K_STR and vkind != K_ANY:
+            # no user code can run in this loop
+            while PyDict_Next(obj, &pos, &k, &v):
+                self.write_str_dedup(<str>k)
+                if vkind == K_STR:
+                    if self.ref:
+                        self.write_str_dedup(<str>v)
+                    else:
+                        self.put_str(<str>v, 0)
+                elif vkind == K_FLOAT:
+                    self.put_double(PyFloat_AS_DOUBLE(<object>v))
+                else:
+                    iv = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+                    self.put_varint64(iv)
+        else:
+            while PyDict_Next(obj, &pos, &k, &v):
+                key = <object>k
+                value = <object>v
+                if kkind == K_STR:
+                    self.write_str_dedup(<str>key)
+                else:
+                    self.write_any(key)
+                if vkind == K_STR:
+                    if self.ref:
+                        self.write_str_dedup(<str>value)
+                    else:
+                        self.put_str(<str>value, 0)
+                elif vkind == K_FLOAT:
+                    self.put_double(PyFloat_AS_DOUBLE(value))
+                elif vkind == K_INT:
+                    iv = PyLong_AsLongLongAndOverflow(value, &overflow)
+                    self.put_varint64(iv)
+                else:
+                    self.write_any(value)
+                count += 1
+            if count != n or PyDict_Size(obj) != n:
+                raise SerializationError("dict changed size during serialization")
+        self.depth -= 1
+        return 0
+
+    cdef int write_setlike(self, object obj, uint8_t tag) except -1:
+        cdef Py_ssize_t n = len(obj), start, idx, count = 0
+        cdef type t0 = None
+        cdef uint8_t kind = K_ANY
+        if self.ref:
+            idx = ptable_get(&self.memo, <PyObject*>obj)
+            if idx >= 0:
+                self.put_u8(T_REF)
+                return self.put_varuint64(idx)
+            if tag == T_SET:
+                ptable_add(&self.memo, <PyObject*>obj)
+        start = self.pos
+        self.put_u8(tag)
+        self.put_varuint64(n)
+        if n == 0:
+            if self.ref and tag == T_FROZENSET:
+                ptable_add(&self.memo, <PyObject*>obj)
+            return 0
+        self.enter()
+        for item in obj:
+            if t0 is None:
+                t0 = type(item)
+            elif type(item) is not t0:
+                t0 = None
+                break
+        if t0 is str and self.overrides is None:
+            kind = K_STR
+        self.put_u8(kind)
+        for item in obj:
+            if kind == K_STR:
+                if self.ref:
+                    self.write_str_dedup(<str>item)
+                else:
+                    self.put_str(<str>item, 0)
+            else:
+                self.write_any(item)
+            count += 1
+        if count != n:
+            raise SerializationError("set changed size during serialization")
+        self.depth -= 1
+        if self.ref and tag == T_FROZENSET:
+            idx = ptable_get(&self.memo, <PyObject*>obj)
+            if idx >= 0:
+                self.data[start] |= T_DISCARD
+                self.put_u8(T_REF)
+                return self.put_varuint64(idx)
+            ptable_add(&self.memo, <PyObject*>obj)
+        return 0
+
+    # -- Python-visible API for serializers --
+    def write_value(self, obj):
+        """Write a nested value of any type (with reference tracking as configured)."""
+        self.write_any(obj)
+
+    write_ref = write_value
+
+    def write_str_ref(self, str s):
+        """A string that repeats across the payload (names): written once, then by index."""
+        self.write_str_dedup(s)
+
+    def write_type(self, cls):
+        """A class object, named once per payload."""
+        self.write_class(cls)
+
+    @property
+    def ref_tracking(self):
+        return self.ref
+
+    @property
+    def depth_now(self):
+        return self.depth
+
+    def memo_index(self, obj):
+        """Index of obj among the objects already written, or -1."""
+        return ptable_get(&self.memo, <PyObject*>obj)
+
+
+cdef inline uint8_t seq_kind(object seq, Py_ssize_t n, bint is_list) noexcept:
+    """K_STR / K_INT / K_FLOAT when every item has that exact type, else K_ANY."""
+    cdef PyObject* t0
+    cdef Py_ssize_t i
+    if is_list:
+        t0 = TYPE_OF(PyList_GET_ITEM(seq, 0))
+    else:
+        t0 = TYPE_OF(PyTuple_GET_ITEM(seq, 0))
+    if t0 != <PyObject*>str and t0 != <PyObject*>int and t0 != <PyObject*>float:
+        return K_ANY
+    for i in range(1, n):
+        if is_list:
+            if TYPE_OF(PyList_GET_ITEM(seq, i)) != t0:
+                return K_ANY
+        elif TYPE_OF(PyTuple_GET_ITEM(seq, i)) != t0:
+            return K_ANY
+    if t0 == <PyObject*>str:
+        return K_STR
+    if t0 == <PyObject*>int:
+        return K_INT
+    return K_FLOAT
+
+
+# ---- reading -------------------------------------------------------------------------
+cdef class ReadContext(Buffer):
+    """State of one `loads`: the input cursor and the tables of objects, strings and
+    types met so far, which back-references index into."""
+
+    def __init__(self, fory):
+        self.fory = fory
+        self.resolver = fory.resolver
+        self.max_depth = fory.max_depth
+        self.policy = fory.policy
+        self.refs = []
+        self.strings = []
+        self.types = []
+        self.in_use = False
+        self.buffers = None
+        self.extra = None
+
+    cdef int begin(self, object data) except -1:
+        self.attach(data)
+        self.depth = 0
+        self.in_use = True
+        self.buffer_index = 0
+        return 0
+
+    cdef void end(self) noexcept:
+        self.detach()
+        if PyList_GET_SIZE(self.refs):
+            self.refs = []
+        if PyList_GET_SIZE(self.strings):
+            self.strings = []
+        if PyList_GET_SIZE(self.types):
+            self.types = []
+        self.buffers = None
+        self.extra = None
+        self.in_use = False
+
+    cdef int enter(self) except -1:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise DepthLimitError(
+                f"payload nests deeper than max_depth={self.max_depth} "
+                f"(at offset {self.pos})")
+        return 0
+
+    cdef object read_any(self):
+        cdef int tag = self.get_u8()
+        if tag == T_STR:
+            return self.read_str_any()
+        if tag == T_INT:
+            return PyLong_FromLongLong(self.get_varint64())
+        if tag == T_FLOAT:
+            return PyFloat_FromDouble(self.get_double())
+        if tag == T_DICT:
+            return self.read_dict()
+        if tag == T_LIST:
+            return self.read_list(False)
+        if tag == T_NONE:
+            return None
+        if tag == T_TRUE:
+            return True
+        if tag == T_FALSE:
+            return False
+        return self.read_tagged(tag)
+
+    cdef object read_tagged(self, int tag):
+        cdef Py_ssize_t n
+        cdef const uint8_t* p
+        cdef double re, im
+        cdef bint discard = (tag & T_DISCARD) != 0
+        tag &= ~T_DISCARD
+        if discard and tag != T_TUPLE and tag != T_FROZENSET and tag != T_OBJECT:
+            raise MalformedDataError(f"invalid tag {tag | T_DISCARD} at offset {self.pos - 1}")
+        if tag == T_TUPLE:
+            return self.read_tuple(discard)
+        if tag == T_REF:
+            return self.get_ref(self.get_length())
+        if tag == T_OBJECT:
+            return self.read_object(discard)
+        if tag == T_TYPE:
+            return self.read_type_info().cls
+        if tag == T_BYTES:
+            n = self.get_length()
+            p = self.take(n)
+            obj = PyBytes_FromStringAndSize(<const char*>p, n)
+            if self.ref:
+                self.refs.append(obj)
+            return obj
+        if tag == T_BIGINT:
+            return self.read_bigint()
+        if tag == T_SET or tag == T_FROZENSET:
+            return self.read_setlike(tag, discard)
+        if tag == T_BYTEARRAY:
+            n = self.get_length()
+            p = self.take(n)
+            obj = PyByteArray_FromStringAndSize(<const char*>p, n)
+            if self.ref:
+                self.refs.append(obj)
+            return obj
+        if tag == T_COMPLEX:
+            re = self.get_double()
+            im = self.get_double()
+            return PyComplex_FromDoubles(re, im)
+        if tag == T_INT or tag == T_FLOAT or tag == T_STR or tag == T_LIST or tag == T_DICT \
+                or tag <= T_FALSE:
+            # a common tag reached through here: re-enter the fast dispatch
+            self.pos -= 1
+            return self.read_any()
+        raise MalformedDataError(f"unknown value tag {tag} at offset {self.pos - 1}")
+
+    cdef object get_ref(self, Py_ssize_t idx):
+        if idx >= PyList_GET_SIZE(self.refs):
+            raise MalformedDataError(
+                f"reference to object #{idx} but only {PyList_GET_SIZE(self.refs)} "
+                f"seen (offset {self.pos})")
+        return <object>PyList_GET_ITEM(self.refs, idx)
+
+    cdef object read_bigint(self):
+        cdef Py_ssize_t n = self.get_length()
+        cdef const uint8_t* p = self.take(n)
+        return int.from_bytes(PyBytes_FromStringAndSize(<const char*>p, n), "little", signed=True)
+
+    cdef str read_str_header(self, uint64_t h):
+        cdef uint64_t idx
+        cdef str s
+        if (h & 3) == 3:
+            idx = h >> 2
+            if idx >= <uint64_t>PyList_GET_SIZE(self.strings):
+                raise MalformedDataError(f"reference to string #{idx} not yet seen (offset {self.pos})")
+            return <str>PyList_GET_ITEM(self.strings, idx)
+        s = self.get_str_body(h)
+        if h & 4:
+            self.strings.append(s)
+        return s
+
+    cdef str read_str_any(self):
+        return self.read_str_header(self.get_varuint64())
+
+    cdef object read_elem(self, int kind):
+        if kind == K_STR:
+            return self.read_str_any()
+        if kind == K_INT:
+            return PyLong_FromLongLong(self.get_varint64())
+        if kind == K_FLOAT:
+            return PyFloat_FromDouble(self.get_double())
+        return self.read_any()
+
+    cdef int check_count(self, Py_ssize_t n, Py_ssize_t min_item_size) except -1:
+        # a count the remaining input cannot back is rejected before allocating
+        if n > self.size - self.pos or n * min_item_size > self.size - self.pos:
+            raise MalformedDataError(
+                f"count {n} at offset {self.pos} exceeds what the remaining "
+                f"{self.size - self.pos} byte(s) can hold")
+        return 0
+
+    cdef object read_list(self, bint discard):
+        cdef Py_ssize_t n = self.get_length(), i
+        cdef int kind
+        cdef list lst
+        cdef object item
+        self.check_count(n, 1)
+        if self.ref:
+            lst = []
+            self.refs.append(lst)
+        if n == 0:
+            return lst if self.ref else []
+        self.enter()
+        kind = self.get_u8()
+        if kind == K_FLOAT:
+            self.check_count(n, 8)
+        elif kind != K_ANY and kind != K_INT and kind != K_STR:
+            raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
+        if self.ref:
+            for i in range(n):
+                lst.append(self.read_elem(kind))
+        else:
+            lst = PyList_New(n)
+            for i in range(n):
+                item = self.read_elem(kind)
+                Py_INCREF(item)
+                PyList_SET_ITEM(lst, i, item)
+        self.depth -= 1
+        return lst
+
+    cdef object read_tuple(self, bint discard):
+        cdef Py_ssize_t n = self.get_length(), i
+        cdef int kind
+        cdef tuple tup
+        cdef object item
+        self.check_count(n, 1)
+        if n == 0:
+            tup = ()
+        else:
+            self.enter()
+            kind = self.get_u8()
+            if kind == K_FLOAT:
+                self.check_count(n, 8)
+            elif kind != K_ANY and kind != K_INT and kind != K_STR:
+                raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
+            tup = PyTuple_New(n)
+            for i in range(n):
+                item = self.read_elem(kind)
+                Py_INCREF(item)
+                PyTuple_SET_ITEM(tup, i, item)
+            self.depth -= 1
+        if discard:
+            return self.read_any()
+        if self.ref:
+            self.refs.append(tup)
+        return tup
+
+    cdef object read_dict(self):
+        cdef Py_ssize_t n = self.get_length(), i
+        cdef int kinds, kk, vk
+        cdef dict d = {}
+        self.check_count(n, 2)
+        if self.ref:
+            self.refs.append(d)
+        if n == 0:
+            return d
+        self.enter()
+        kinds = self.get_u8()
+        kk = kinds & 15
+        vk = kinds >> 4
+        if (kk != K_ANY and kk != K_STR) or (vk != K_ANY and vk != K_STR and vk != K_INT and vk != K_FLOAT):
+            raise MalformedDataError(f"bad dict kinds {kinds} at offset {self.pos - 1}")
+        if kk == K_STR and vk == K_STR:
+            for i in range(n):
+                key = self.read_str_any()
+                PyDict_SetItem(d, key, self.read_str_any())
+        else:
+            for i in range(n):
+                key = self.read_elem(kk)
+                PyDict_SetItem(d, key, self.read_elem(vk))
+        self.depth -= 1
+        return d
+
+    cdef object read_setlike(self, int tag, bint discard):
+        cdef Py_ssize_t n = self.get_length(), i
+        cdef int kind
+        cdef list items
+        self.check_count(n, 1)
+        if tag == T_SET:
+            s = set()
+            if self.ref:
+                self.refs.append(s)
+            if n == 0:
+                return s
+        elif n == 0:
+            fs = frozenset()
+            if discard:
+                return self.read_any()
+            if self.ref:
+                self.refs.append(fs)
+            return fs
+        self.enter()
+        kind = self.get_u8()
+        if kind != K_ANY and kind != K_STR:
+            raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
+        if tag == T_SET:
+            for i in range(n):
+                s.add(self.read_elem(kind))
+            self.depth -= 1
+            return s
+        items = PyList_New(n)
+        for i in range(n):
+            item = self.read_elem(kind)
+            Py_INCREF(item)
+            PyList_SET_ITEM(items, i, item)
+        self.depth -= 1
+        fs = frozenset(items)
+        if discard:
+            return self.read_any()
+        if self.ref:
+            self.refs.append(fs)
+        return fs
+
+    cdef object read_object(self, bint discard):
+        cdef TypeInfo info = self.read_type_info()
+        cdef Serializer ser = info.serializer
+        if ser is None:
+            raise MalformedDataError(f"{info.cls!r} has no serializer for instances (offset {self.pos})")
+        self.enter()
+        obj = ser.read(self)
+        if discard:
+            # the same object follows as a back-reference (see WriteContext.write_other)
+            self.depth -= 1
+            return self.read_any()
+        if self.ref or ser.track_identity:
+            self.refs.append(obj)
+        if ser.has_state:
+            ser.read_state(self, obj)
+        self.depth -= 1
+        return obj
+
+    cdef TypeInfo read_type_info(self):
+        cdef uint64_t h = self.get_varuint64()
+        cdef uint64_t kind
+        cdef TypeInfo info
+        cdef Serializer ser
+        if h & 1:
+            h >>= 1
+            if h >= <uint64_t>PyList_GET_SIZE(self.types):
+                raise MalformedDataError(f"reference to type #{h} not yet seen (offset {self.pos})")
+            return <TypeInfo>PyList_GET_ITEM(self.types, h)
+        kind = h >> 1
+        if kind == D_INTERNAL:
+            info = self.resolver.internal_typeinfo(self.get_varuint64())
+        elif kind == D_USER_ID:
+            info = self.resolver.typeinfo_by_id(self.get_varuint64())
+        elif kind == D_NAME:
+            module = self.read_str_any()
+            qualname = self.read_str_any()
+            info = self.resolver.typeinfo_by_name(module, qualname)
+        elif kind == D_USER_NAME:
+            info = self.resolver.typeinfo_by_registered_name(self.read_str_any())
+        elif kind == D_BY_VALUE:
+            self.enter()
+            info = self.resolver.read_class_skeleton(self)
+            self.depth -= 1
+        else:
+            raise MalformedDataError(f"unknown type kind {kind} at offset {self.pos}")
+        self.types.append(info)
+        if kind == D_BY_VALUE:
+            self.enter()
+            info.by_value.read_state(self, info.cls)
+            self.depth -= 1
+        ser = info.serializer
+        if ser is not None and ser.has_type_meta:
+            info = info.with_serializer(ser.read_type_meta(self))
+            self.types[PyList_GET_SIZE(self.types) - 1] = info
+        return info
+
+    # -- Python-visible API for serializers --
+    def read_value(self):
+        """Read a nested value written with WriteContext.write_value."""
+        return self.read_any()
+
+    def read_ref(self):
+        """Read any value written with WriteContext.write_ref / write_any."""
+        return self.read_any()
+
+    def read_str_ref(self):
+        return self.read_str_any()
+
+    def read_type(self):
+        cdef int tag = self.get_u8()
+        if tag != T_TYPE:
+            raise MalformedDataError(f"expected a class at offset {self.pos - 1}")
+        return self.read_type_info().cls
+
+    def reference(self, obj):
+        """Register obj for back-references now (used by two-phase serializers that
+        build their object in `read` and must let `read_state` refer to it)."""
+        self.refs.append(obj)
+
+    @property
+    def ref_tracking(self):
+        return self.ref
+
+
+
+# ---- the public entry point ----------------------------------------------------------
+cdef class Fory:
+    """Serializer for Python objects (Python native mode).
+
+    Fory(xlang=False, ref=False, strict=True, compatible=None, max_depth=50, policy=None)
+
+    - ref: track shared and circular references (like pickle's memo). Off is faster;
+      a cycle then fails with a DepthLimitError.
+    - strict: only builtin and registered classes may be read or written. Turn off
+      (trusted data only) to serialize arbitrary objects, functions and classes.
+    - compatible: objects carry their field names once per payload, so readers with
+      another version of the class still load them (default on).
+    - max_depth: maximum nesting of containers and objects, on write and on read.
+    - policy: a DeserializationPolicy whose hooks see every class, function and
+      reduce call a payload asks for.
+
+    One Fory is not meant to be used by two threads at once (see ThreadSafeFory);
+    if that happens, or a serializer calls back into the same Fory, a fresh context
+    is used so the result is still correct.
+    """
+
+    def __init__(self, xlang=False, ref=False, strict=True, compatible=None, max_depth=50,
+                 policy=None):
+        if xlang:
+            raise NotImplementedError(
+                "pyfory implements only Python native mode: use Fory(xlang=False); "
+                "cross-language (xlang=True) serialization is not implemented")
+        if max_depth < 1 or max_depth > MAX_DEPTH_CAP:
+            raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_CAP}")
+        self.ref = bool(ref)
+        self.strict = bool(strict)
+        self.compatible = True if compatible is None else bool(compatible)
+        self.max_depth = max_depth
+        self.policy = policy
+        self._type_cache = {}
+        from pyfory.resolver import TypeResolver
+        self.resolver = TypeResolver(self)
+        self._wctx = WriteContext(self)
+        self._rctx = ReadContext(self)
+
+    def __reduce__(self):
+        raise TypeError("a Fory instance cannot be serialized; create one on each side")
+
+    def register(self, cls, type_id=None, name=None, serializer=None):
+        """Allow `cls` in strict mode and choose how it is named and serialized.
+
+        type_id: a small integer naming the class on the wire (both sides must agree);
+        name: a string naming it instead; neither: module and qualified name.
+        serializer: a Serializer subclass or instance that wins over every builtin rule.
+        """
+        return self.resolver.register(cls, type_id=type_id, name=name, serializer=serializer)
+
+    def dumps(self, obj, buffer_callback=None):
+        """Serialize obj to bytes."""
+        cdef WriteContext ctx = self._wctx
+        cdef uint8_t flags = 0
+        if ctx.in_use:
+            ctx = WriteContext(self)
+        ctx.begin()
+        try:
+            ctx.buffer_callback = buffer_callback
+            if self.ref:
+                flags |= F_REF
+            if self.compatible:
+                flags |= F_COMPATIBLE
+            ctx.reserve(HEADER_SIZE)
+            ctx.data[0] = 0xFD
+            ctx.data[1] = 0x59
+            ctx.data[2] = FORMAT_VERSION
+            ctx.data[3] = flags
+            ctx.pos = HEADER_SIZE
+            ctx.write_any(obj)
+            if ctx.oob_count:
+                ctx.data[3] |= F_OOB
+            return ctx.getvalue_bytes()
+        finally:
+            ctx.end()
+
+    serialize = dumps
+
+    def loads(self, data, buffers=None):
+        """Deserialize a value from bytes, bytearray, memoryview or any buffer object
+        (read in place, not copied). `buffers`: the out-of-band buffers, in order."""
+        cdef ReadContext ctx = self._rctx
+        cdef uint8_t flags
+        if ctx.in_use:
+            ctx = ReadContext(self)
+        ctx.begin(data)
+        try:
+            if ctx.size < HEADER_SIZE or ctx.data[0] != 0xFD or ctx.data[1] != 0x59:
+                raise FormatError("not a pyfory payload (bad magic bytes)")
+            if ctx.data[2] != FORMAT_VERSION:
+                raise FormatError(
+                    f"payload has pyfory format version {ctx.data[2]}; this pyfory "
+                    f"reads version {FORMAT_VERSION}")
+            flags = ctx.data[3]
+            ctx.ref = (flags & F_REF) != 0
+            ctx.pos = HEADER_SIZE
+            ctx.buffers = None if buffers is None else list(buffers)
+            obj = ctx.read_any()
+            if ctx.pos != ctx.size:
+                raise MalformedDataError(
+                    f"{ctx.size - ctx.pos} unexpected byte(s) after the value at offset {ctx.pos}")
+            return obj
+        except ForyError:
+            raise
+        except RecursionError as e:
+            raise DepthLimitError(f"payload nests too deeply: {e}") from e
+        except Exception as e:
+            raise _error.DeserializationError(
+                f"failed to rebuild an object from the payload: {type(e).__name__}: {e}") from e
+        finally:
+            ctx.end()
+
+    deserialize = loads
+
+    def dump(self, obj, stream):
+        """Write obj to a binary file-like object (length-prefixed, so several values
+        can follow each other)."""
+        payload = self.dumps(obj)
+        stream.write(encode_length(len(payload)))
+        stream.write(payload)
+
+    def load(self, stream):
+        """Read one value written by `dump` from a binary file-like object.
+        Raises EOFError at the end of the stream."""
+        return self.loads(read_framed(stream))
+
+
+def encode_length(Py_ssize_t n):
+    cdef uint8_t out[10]
+    cdef int i = 0
+    cdef uint64_t v = n
+    while v >= 0x80:
+        out[i] = <uint8_t>(v | 0x80)
+        v >>= 7
+        i += 1
+    out[i] = <uint8_t>v
+    return PyBytes_FromStringAndSize(<char*>out, i + 1)
+
+
+# reading a length-prefixed payload: never trust the length for allocation
+cdef Py_ssize_t STREAM_CHUNK = 1 << 20
+
+
+def read_framed(stream):
+    cdef uint64_t n = 0
+    cdef int shift = 0
+    cdef int b
+    while True:
+        c = stream.read(1)
+        if not c:
+            if shift == 0:
+                raise EOFError("end of stream")
+            raise _error.TruncatedDataError("stream ended inside a length prefix")
+        b = c[0]
+        if shift == 63 and b > 1:
+            raise MalformedDataError("bad length prefix in stream")
+        n |= (<uint64_t>(b & 0x7F)) << shift
+        if b < 0x80:
+            break
+        shift += 7
+    parts = []
+    cdef uint64_t got = 0
+    while got < n:
+        want = min(n - got, <uint64_t>STREAM_CHUNK)
+        chunk = stream.read(want)
+        if not chunk:
+            raise _error.TruncatedDataError(
+                f"stream ended after {got} of {n} payload bytes")
+        parts.append(chunk)
+        got += len(chunk)
+    if len(parts) == 1:
+        return parts[0]
+    return b"".join(parts)

@@ -1,0 +1,75 @@
+"""The pyfory error hierarchy.
+
+Every failure that pyfory detects itself is a ``ForyError``; catching it catches
+everything a malformed, hostile or incompatible payload can cause.
+"""
+
+from __future__ import annotations
+
+
+class ForyError(Exception):
+    """Base class of every error raised by pyfory."""
+
+
+class FormatError(ForyError, ValueError):
+    """The input is not a pyfory payload, or was written by another format version."""
+
+
+class MalformedDataError(ForyError, ValueError):
+    """The payload is truncated or its bytes do not describe a valid value."""
+
+
+class TruncatedDataError(MalformedDataError, EOFError):
+    """The payload ends before the value it describes is complete."""
+
+
+class TypeNotRegisteredError(ForyError, TypeError):
+    """Strict mode met a class that was not registered on this side."""
+
+
+class PolicyViolationError(ForyError):
+    """A DeserializationPolicy (or strict mode) refused what the payload asked for."""
+
+
+class LimitExceededError(ForyError):
+    """A configured limit (nesting depth, sizes) was exceeded."""
+
+
+class DepthLimitError(LimitExceededError, RecursionError):
+    """Nesting is deeper than ``max_depth`` (or a cycle met with ``ref=False``)."""
+
+
+class SerializationError(ForyError, TypeError):
+    """A value cannot be serialized (for example an object that refuses to be pickled)."""
+
+
+class SchemaMismatchError(ForyError):
+    """A class's fields differ between writer and reader with ``compatible=False``."""
+
+
+class OutOfBandBufferError(ForyError, ValueError):
+    """Out-of-band buffers missing, in excess, or of the wrong size."""
+
+
+
+__all__ = [
+    "ForyError",
+    "FormatError",
+    "MalformedDataError",
+    "TruncatedDataError",
+    "TypeNotRegisteredError",
+    "PolicyViolationError",
+    "LimitExceededError",
+    "DepthLimitError",
+    "SerializationError",
+    "SchemaMismatchError",
+    "OutOfBandBufferError",
+]
+
+
+class DeserializationError(ForyError):
+    """Rebuilding an object failed (a constructor, ``__setstate__`` or reduce callable
+    raised while loading); the original exception is the ``__cause__``."""
+
+
+__all__.append("DeserializationError")

@@ -1,0 +1,205 @@
+"""Type resolution: everything that happens once per type, not once per value.
+
+The core asks the resolver only when a type is not yet in the Fory's type cache
+(writing) or when a payload names a type for the first time (reading). The resolver
+decides how a class is named on the wire (internal id, registered id or name,
+module + qualified name, or by value) and which serializer handles its instances,
+and it enforces strict mode.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import fractions
+import uuid
+from typing import Any, Optional
+
+from pyfory import stdlib
+from pyfory._core import Serializer, TypeInfo
+from pyfory.error import MalformedDataError, TypeNotRegisteredError
+
+# Kinds of type descriptors on the wire (mirror the D_* constants in _core.pyx).
+D_INTERNAL = 0
+D_USER_ID = 1
+D_NAME = 2
+D_USER_NAME = 3
+D_BY_VALUE = 4
+
+# Internal type ids: part of the wire format, append only.
+_INTERNAL_TYPES: list = [
+    type(None), bool, int, float, str, bytes, list, tuple, dict, set, frozenset,
+    bytearray, complex, type, object, range, slice, type(Ellipsis), type(NotImplemented),
+    datetime.date, datetime.time, datetime.datetime, datetime.timedelta, datetime.timezone,
+    decimal.Decimal, fractions.Fraction, uuid.UUID, datetime.tzinfo,
+]
+
+try:  # zoneinfo is 3.9+ but may lack tz data; the class itself always imports
+    import zoneinfo
+
+    _INTERNAL_TYPES.append(zoneinfo.ZoneInfo)
+except ImportError:  # pragma: no cover
+    zoneinfo = None
+
+
+def _stdlib_serializers(fory) -> dict:
+    s = stdlib
+    table = {
+        range: s.RangeSerializer(fory, range),
+        slice: s.SliceSerializer(fory, slice),
+        type(Ellipsis): s.SingletonSerializer(fory, type(Ellipsis), Ellipsis),
+        type(NotImplemented): s.SingletonSerializer(fory, type(NotImplemented), NotImplemented),
+        datetime.date: s.DateSerializer(fory, datetime.date),
+        datetime.time: s.TimeSerializer(fory, datetime.time),
+        datetime.datetime: s.DateTimeSerializer(fory, datetime.datetime),
+        datetime.timedelta: s.TimeDeltaSerializer(fory, datetime.timedelta),
+        datetime.timezone: s.TimeZoneSerializer(fory, datetime.timezone),
+        decimal.Decimal: s.DecimalSerializer(fory, decimal.Decimal),
+        fractions.Fraction: s.FractionSerializer(fory, fractions.Fraction),
+        uuid.UUID: s.UUIDSerializer(fory, uuid.UUID),
+    }
+    if zoneinfo is not None:
+        table[zoneinfo.ZoneInfo] = s.ZoneInfoSerializer(fory, zoneinfo.ZoneInfo)
+    return table
+
+
+def _register_hint(cls) -> str:
+    name = getattr(cls, "__qualname__", getattr(cls, "__name__", repr(cls)))
+    return (f"fory.register({name}) on both sides (or Fory(strict=False) for trusted data)")
+
+
+class TypeResolver:
+    """Per-Fory registry: classes <-> wire descriptors <-> serializers."""
+
+    def __init__(self, fory):
+        self.fory = fory
+        self.strict: bool = fory.strict
+        self._type_cache: dict = fory._type_cache      # shared with the core (writer side)
+        self._by_internal_id: list = []
+        self._by_user_id: dict = {}
+        self._by_user_name: dict = {}
+        self._by_qualified_name: dict = {}             # (module, qualname) -> TypeInfo
+        self._registered: dict = {}                    # cls -> TypeInfo (user registrations)
+        # serializers the user registered for exact builtin types the core writes inline
+        self.builtin_overrides: Optional[dict] = None
+        stdlib_sers = _stdlib_serializers(fory)
+        for type_id, cls in enumerate(_INTERNAL_TYPES):
+            ser = stdlib_sers.get(cls)
+            info = TypeInfo(cls, ser, D_INTERNAL, type_id=type_id)
+            self._by_internal_id.append(info)
+            self._type_cache[cls] = info
+
+    # ---- registration -----------------------------------------------------------------
+    def register(self, cls, type_id=None, name=None, serializer=None) -> TypeInfo:
+        if not isinstance(cls, type):
+            raise TypeError(f"register() takes a class, not {cls!r}")
+        if type_id is not None and name is not None:
+            raise ValueError("give type_id or name, not both")
+        if serializer is None:
+            serializer = self.default_serializer(cls)
+        elif isinstance(serializer, type):
+            serializer = serializer(self.fory, cls)
+        if not isinstance(serializer, Serializer):
+            raise TypeError("serializer must be a pyfory.Serializer subclass or instance")
+        if serializer.cls is None:
+            serializer.cls = cls
+        if serializer.fory is None:
+            serializer.fory = self.fory
+        if type_id is not None:
+            if not isinstance(type_id, int) or type_id < 0:
+                raise ValueError("type_id must be a non-negative int")
+            old = self._by_user_id.get(type_id)
+            if old is not None and old.cls is not cls:
+                raise ValueError(f"type_id {type_id} is already registered for {old.cls!r}")
+            info = TypeInfo(cls, serializer, D_USER_ID, type_id=type_id)
+            self._by_user_id[type_id] = info
+        elif name is not None:
+            old = self._by_user_name.get(name)
+            if old is not None and old.cls is not cls:
+                raise ValueError(f"name {name!r} is already registered for {old.cls!r}")
+            info = TypeInfo(cls, serializer, D_USER_NAME, name=str(name))
+            self._by_user_name[str(name)] = info
+        else:
+            module, qualname = cls.__module__, cls.__qualname__
+            info = TypeInfo(cls, serializer, D_NAME, module=module, qualname=qualname)
+            self._by_qualified_name[(module, qualname)] = info
+        self._registered[cls] = info
+        self._type_cache[cls] = info
+        if cls in _INTERNAL_TYPES and cls not in (type(None),):
+            if self.builtin_overrides is None:
+                self.builtin_overrides = {}
+            self.builtin_overrides[cls] = info
+        return info
+
+    def default_serializer(self, cls) -> Serializer:
+        from pyfory.objects import serializer_for_class
+
+        return serializer_for_class(self.fory, cls)
+
+    # ---- writing ----------------------------------------------------------------------
+    def get_typeinfo(self, cls) -> TypeInfo:
+        """TypeInfo for writing instances of cls (or cls itself as a value)."""
+        info = self._type_cache.get(cls)
+        if info is not None:
+            return info
+        info = self._new_typeinfo(cls)
+        self._type_cache[cls] = info
+        return info
+
+    def _new_typeinfo(self, cls) -> TypeInfo:
+        if self.strict:
+            raise TypeNotRegisteredError(
+                f"class {_qualified(cls)} is not registered: call {_register_hint(cls)}")
+        from pyfory.objects import typeinfo_for_unregistered
+
+        return typeinfo_for_unregistered(self, cls)
+
+    # ---- reading ----------------------------------------------------------------------
+    def internal_typeinfo(self, type_id: int) -> TypeInfo:
+        if type_id >= len(self._by_internal_id):
+            raise MalformedDataError(f"unknown internal type id {type_id}")
+        return self._by_internal_id[type_id]
+
+    def typeinfo_by_id(self, type_id: int) -> TypeInfo:
+        info = self._by_user_id.get(type_id)
+        if info is None:
+            raise TypeNotRegisteredError(
+                f"payload uses type_id {type_id}, which is not registered here: "
+                f"call fory.register(<the class>, type_id={type_id})")
+        return info
+
+    def typeinfo_by_registered_name(self, name: str) -> TypeInfo:
+        info = self._by_user_name.get(name)
+        if info is None:
+            raise TypeNotRegisteredError(
+                f"payload uses type name {name!r}, which is not registered here: "
+                f"call fory.register(<the class>, name={name!r})")
+        return info
+
+    def typeinfo_by_name(self, module: str, qualname: str) -> TypeInfo:
+        info = self._by_qualified_name.get((module, qualname))
+        if info is not None:
+            return info
+        if self.strict:
+            raise TypeNotRegisteredError(
+                f"payload names class {module}.{qualname}, which is not registered: call "
+                f"fory.register({qualname}) on both sides (or Fory(strict=False) for trusted data)")
+        from pyfory.objects import import_class
+
+        cls = import_class(self, module, qualname)
+        info = self.get_typeinfo(cls)
+        self._by_qualified_name[(module, qualname)] = info
+        return info
+
+    def read_class_skeleton(self, ctx) -> TypeInfo:
+        if self.strict:
+            raise TypeNotRegisteredError(
+                "payload carries a class by value; strict mode refuses code: "
+                "use Fory(strict=False) for trusted data")
+        from pyfory.classes import read_class_skeleton
+
+        return read_class_skeleton(self, ctx)
+
+
+def _qualified(cls: Any) -> str:
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"

@@ -1,0 +1,27 @@
+"""Builds the Cython extensions; everything else is declared in pyproject.toml."""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DIRECTIVES = {
+    "language_level": "3",
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension("pyfory._buffer", ["pyfory/_buffer.pyx"]),
+    Extension("pyfory._core", ["pyfory/_core.pyx"]),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=DIRECTIVES,
+        annotate=bool(os.environ.get("PYFORY_ANNOTATE")),
+    ),
+)
