@@ -8,13 +8,20 @@ the end.
 from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 from cpython.buffer cimport Py_buffer
+from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    str PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object s)
 
 
 cdef class Buffer:
-    cdef uint8_t* data          # start of the bytes (owned when writing)
+    cdef uint8_t* data          # start of the bytes (inside `out` when writing)
     cdef Py_ssize_t size        # capacity when writing, input length when reading
     cdef Py_ssize_t pos         # write position / read position
-    cdef bint owns_data         # data was allocated by us (write mode)
+    cdef bint owns_data         # write mode: data lives in `out`
+    cdef PyObject* out          # write mode: the bytes object being filled (owned)
+    cdef Py_ssize_t size_hint   # size of the last result: first allocation of the next
     cdef bint has_view          # view holds a Py_buffer we must release
     cdef Py_buffer view
     cdef object source          # keeps the input alive while reading
@@ -24,6 +31,7 @@ cdef class Buffer:
     cdef int attach(self, object source) except -1
     cdef void detach(self)
     cdef object getvalue_bytes(self)
+    cdef object finish(self)
     cpdef void reset_for_write(self)
 
     # ---- writing --------------------------------------------------------------
@@ -107,12 +115,16 @@ cdef class Buffer:
     cdef uint64_t get_varuint64_slow(self) except? 0xFFFFFFFFFFFFFFFF
 
     cdef inline uint64_t get_varuint64(self) except? 0xFFFFFFFFFFFFFFFF:
-        cdef uint8_t b
-        if self.pos < self.size:
+        cdef uint8_t b, b2
+        if self.pos + 1 < self.size:
             b = self.data[self.pos]
             if b < 0x80:
                 self.pos += 1
                 return b
+            b2 = self.data[self.pos + 1]
+            if b2 < 0x80:
+                self.pos += 2
+                return (b & 0x7F) | (<uint64_t>b2 << 7)
         return self.get_varuint64_slow()
 
     cdef inline int64_t get_varint64(self) except? -0x7FFFFFFFFFFFFFFF:
@@ -147,4 +159,25 @@ cdef class Buffer:
     # flags = (register << 2) | encoding, encoding 0 ascii, 1 latin-1, 2 utf-8.
     # Encoding 3 is a back-reference: header = (index << 2) | 3 (see _core.pyx).
     cdef int put_str(self, str s, int register) except -1
-    cdef str get_str_body(self, uint64_t header)
+    cdef str get_str_other(self, uint64_t header)
+
+    cdef inline str get_str_body(self, uint64_t header):
+        # ASCII (the common case) is checked and copied here, inline; the rest
+        # goes through CPython's decoders
+        cdef uint64_t n64 = header >> 3
+        cdef Py_ssize_t n, i
+        cdef const uint8_t* p
+        cdef uint8_t acc = 0
+        cdef str s
+        if (header & 3) != 0 or n64 > <uint64_t>(self.size - self.pos):
+            return self.get_str_other(header)
+        n = <Py_ssize_t>n64
+        p = self.data + self.pos
+        for i in range(n):
+            acc |= p[i]
+        if acc & 0x80:
+            return self.get_str_other(header)
+        self.pos += n
+        s = PyUnicode_New(n, 127)
+        memcpy(PyUnicode_DATA(s), p, n)
+        return s

@@ -4,14 +4,18 @@ from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t, int32_t, int16_t,
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_ANY_CONTIGUOUS
+from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeLatin1, PyUnicode_DecodeASCII
 
 from pyfory.error import MalformedDataError, TruncatedDataError
 
 cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject** pv, Py_ssize_t newsize) except -1
+    PyObject* PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
+    char* PyBytes_AS_STRING_raw "PyBytes_AS_STRING"(PyObject* o)
+    void Py_XDECREF(PyObject* o)
     int PyUnicode_KIND(object s)
-    void* PyUnicode_DATA(object s)
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
     bint PyUnicode_IS_ASCII(object s)
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except? NULL
@@ -19,9 +23,9 @@ cdef extern from "Python.h":
     int PyUnicode_1BYTE_KIND
 
 cdef Py_ssize_t INITIAL_CAPACITY = 256
-# A write buffer that grew past this is given back after use, so one huge payload
-# does not pin its memory to the Fory instance forever.
-cdef Py_ssize_t KEEP_CAPACITY = 1 << 20
+# The next output starts at the last output's size, up to this much; larger ones
+# grow geometrically, and a failed write's buffer is dropped past it.
+cdef Py_ssize_t KEEP_CAPACITY = 1 << 26
 
 
 cdef class Buffer:
@@ -34,6 +38,8 @@ cdef class Buffer:
         self.owns_data = False
         self.has_view = False
         self.source = None
+        self.out = NULL
+        self.size_hint = 0
 
     def __init__(self, data=None):
         if data is not None:
@@ -41,27 +47,48 @@ cdef class Buffer:
 
     def __dealloc__(self):
         self.detach()
-        if self.owns_data and self.data != NULL:
-            free(self.data)
-            self.data = NULL
+        Py_XDECREF(self.out)
+        self.out = NULL
+        self.data = NULL
 
     cdef int grow(self, Py_ssize_t needed) except -1:
+        # The output is written straight into a bytes object, so handing it out
+        # costs no copy (see finish()).
         cdef Py_ssize_t new_size
-        cdef uint8_t* p
         if not self.owns_data and self.data != NULL:
             raise ValueError("cannot write to a read-only Buffer")
         new_size = self.size * 2
+        if new_size < self.size_hint:
+            new_size = self.size_hint
         if new_size < INITIAL_CAPACITY:
             new_size = INITIAL_CAPACITY
         if new_size < self.pos + needed:
             new_size = self.pos + needed + (self.pos + needed) // 2
-        p = <uint8_t*>realloc(self.data, new_size)
-        if p == NULL:
-            raise MemoryError()
-        self.data = p
+        if self.out == NULL:
+            self.out = PyBytes_FromStringAndSize_raw(NULL, new_size)
+            if self.out == NULL:
+                raise MemoryError()
+        else:
+            _PyBytes_Resize(&self.out, new_size)
+        self.data = <uint8_t*>PyBytes_AS_STRING_raw(self.out)
         self.size = new_size
         self.owns_data = True
         return 0
+
+    cdef object finish(self):
+        """The bytes written, handed out without copying; the buffer starts afresh."""
+        cdef object result
+        if self.out == NULL:
+            return b""
+        _PyBytes_Resize(&self.out, self.pos)
+        result = <object>self.out
+        Py_XDECREF(self.out)    # ownership moves to `result`
+        self.out = NULL
+        self.data = NULL
+        self.size = 0
+        self.size_hint = self.pos if self.pos < KEEP_CAPACITY else KEEP_CAPACITY
+        self.pos = 0
+        return result
 
     cdef int raise_truncated(self, Py_ssize_t needed) except -1:
         if needed < 0:
@@ -73,8 +100,8 @@ cdef class Buffer:
     cdef int attach(self, object source) except -1:
         # read mode over any buffer-protocol object, without copying it
         self.detach()
-        if self.owns_data and self.data != NULL:
-            free(self.data)
+        Py_XDECREF(self.out)
+        self.out = NULL
         self.owns_data = False
         PyObject_GetBuffer(source, &self.view, PyBUF_SIMPLE)
         self.has_view = True
@@ -97,19 +124,32 @@ cdef class Buffer:
         return PyBytes_FromStringAndSize(<char*>self.data, self.pos)
 
     cpdef void reset_for_write(self):
-        """Start writing again from the beginning, reusing the memory."""
+        """Start writing again from the beginning."""
         self.detach()
-        if self.owns_data and self.size > KEEP_CAPACITY:
-            free(self.data)
+        if self.out != NULL and self.size > KEEP_CAPACITY:
+            Py_XDECREF(self.out)
+            self.out = NULL
             self.data = NULL
             self.size = 0
-            self.owns_data = False
         self.pos = 0
 
     cdef uint64_t get_varuint64_slow(self) except? 0xFFFFFFFFFFFFFFFF:
         cdef uint64_t result = 0
         cdef int shift = 0
         cdef uint8_t b
+        cdef const uint8_t* p
+        cdef int i
+        if self.size - self.pos >= 10:
+            # enough input for the longest varint: no bounds check per byte
+            p = self.data + self.pos
+            for i in range(10):
+                b = p[i]
+                if i == 9 and b > 1:
+                    raise MalformedDataError(f"varint too long at offset {self.pos}")
+                result |= (<uint64_t>(b & 0x7F)) << (7 * i)
+                if b < 0x80:
+                    self.pos += i + 1
+                    return result
         while True:
             if self.pos >= self.size:
                 self.raise_truncated(1)
@@ -148,7 +188,7 @@ cdef class Buffer:
         self.pos += n
         return 0
 
-    cdef str get_str_body(self, uint64_t header):
+    cdef str get_str_other(self, uint64_t header):
         cdef uint64_t enc = header & 3
         cdef uint64_t n64 = header >> 3
         cdef Py_ssize_t n

@@ -10,6 +10,7 @@ cdef struct PtrTable:
     Py_ssize_t* slots_val
     Py_ssize_t capacity        # power of two
     PyObject** keys            # insertion order; each holds a strong reference
+    Py_ssize_t* key_slot       # where keys[i] sits in slots_key (for O(n) clearing)
     Py_ssize_t count
     Py_ssize_t keys_capacity
 
@@ -100,6 +101,7 @@ cdef class ReadContext(Buffer):
     cdef object read_tagged(self, int tag)
     cdef str read_str_header(self, uint64_t h)
     cdef str read_str_any(self)
+    cdef int fill_items(self, object seq, Py_ssize_t n, int kind) except -1
     cdef object read_list(self, bint discard)
     cdef object read_tuple(self, bint discard)
     cdef object read_dict(self)

@@ -36,6 +36,8 @@ from pyfory.error import (
 cdef extern from "Python.h":
     bint PyDict_Next(object p, Py_ssize_t *ppos, PyObject* *pkey, PyObject* *pvalue)
     long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+    PyObject** PySequence_Fast_ITEMS(object o)
+    dict _PyDict_NewPresized(Py_ssize_t minused)
     # the address of an object's type, without touching reference counts
     PyObject* TYPE_OF "(PyObject*)Py_TYPE"(PyObject* o)
 
@@ -90,14 +92,20 @@ cdef uint64_t _payload_counter = 0
 
 
 # ---- identity table ------------------------------------------------------------------
+# Tables keep their memory between payloads (clearing touches only the used slots),
+# unless one payload made them larger than this many slots.
+cdef Py_ssize_t PTABLE_KEEP = 1 << 17
+
+
 cdef int ptable_init(PtrTable* t, Py_ssize_t capacity) except -1:
     t.capacity = capacity
     t.slots_key = <PyObject**>calloc(capacity, sizeof(PyObject*))
     t.slots_val = <Py_ssize_t*>malloc(capacity * sizeof(Py_ssize_t))
-    t.keys_capacity = 64
+    t.keys_capacity = capacity // 2
     t.keys = <PyObject**>malloc(t.keys_capacity * sizeof(PyObject*))
+    t.key_slot = <Py_ssize_t*>malloc(t.keys_capacity * sizeof(Py_ssize_t))
     t.count = 0
-    if t.slots_key == NULL or t.slots_val == NULL or t.keys == NULL:
+    if t.slots_key == NULL or t.slots_val == NULL or t.keys == NULL or t.key_slot == NULL:
         raise MemoryError()
     return 0
 
@@ -107,9 +115,11 @@ cdef void ptable_free(PtrTable* t) noexcept:
     free(t.slots_key)
     free(t.slots_val)
     free(t.keys)
+    free(t.key_slot)
     t.slots_key = NULL
     t.slots_val = NULL
     t.keys = NULL
+    t.key_slot = NULL
 
 
 cdef inline Py_ssize_t ptable_slot(PyObject* p, Py_ssize_t mask) noexcept:
@@ -131,21 +141,30 @@ cdef inline Py_ssize_t ptable_get(PtrTable* t, PyObject* p) noexcept:
 
 
 cdef int ptable_grow(PtrTable* t) except -1:
+    # double the slots (kept at most half full) and the key arrays, then re-place keys
     cdef Py_ssize_t new_cap = t.capacity * 2
     cdef PyObject** nk = <PyObject**>calloc(new_cap, sizeof(PyObject*))
     cdef Py_ssize_t* nv = <Py_ssize_t*>malloc(new_cap * sizeof(Py_ssize_t))
-    cdef Py_ssize_t mask = new_cap - 1, i, j
-    if nk == NULL or nv == NULL:
+    cdef PyObject** nkeys = <PyObject**>realloc(t.keys, (new_cap // 2) * sizeof(PyObject*))
+    cdef Py_ssize_t* nslot
+    cdef Py_ssize_t mask = new_cap - 1, idx, j
+    if nkeys != NULL:
+        t.keys = nkeys
+    nslot = <Py_ssize_t*>realloc(t.key_slot, (new_cap // 2) * sizeof(Py_ssize_t))
+    if nslot != NULL:
+        t.key_slot = nslot
+    if nk == NULL or nv == NULL or nkeys == NULL or nslot == NULL:
         free(nk)
         free(nv)
         raise MemoryError()
-    for i in range(t.capacity):
-        if t.slots_key[i] != NULL:
-            j = ptable_slot(t.slots_key[i], mask)
-            while nk[j] != NULL:
-                j = (j + 1) & mask
-            nk[j] = t.slots_key[i]
-            nv[j] = t.slots_val[i]
+    t.keys_capacity = new_cap // 2
+    for idx in range(t.count):
+        j = ptable_slot(t.keys[idx], mask)
+        while nk[j] != NULL:
+            j = (j + 1) & mask
+        nk[j] = t.keys[idx]
+        nv[j] = idx
+        t.key_slot[idx] = j
     free(t.slots_key)
     free(t.slots_val)
     t.slots_key = nk
@@ -157,15 +176,8 @@ cdef int ptable_grow(PtrTable* t) except -1:
 cdef inline Py_ssize_t ptable_add(PtrTable* t, PyObject* p) except -1:
     """Add p (known absent); returns its index. Holds a reference until cleared."""
     cdef Py_ssize_t mask, i
-    cdef PyObject** nkeys
-    if (t.count + 1) * 2 > t.capacity:
+    if t.count >= t.keys_capacity:
         ptable_grow(t)
-    if t.count == t.keys_capacity:
-        nkeys = <PyObject**>realloc(t.keys, t.keys_capacity * 2 * sizeof(PyObject*))
-        if nkeys == NULL:
-            raise MemoryError()
-        t.keys = nkeys
-        t.keys_capacity *= 2
     mask = t.capacity - 1
     i = ptable_slot(p, mask)
     while t.slots_key[i] != NULL:
@@ -174,33 +186,38 @@ cdef inline Py_ssize_t ptable_add(PtrTable* t, PyObject* p) except -1:
     t.slots_val[i] = t.count
     Py_INCREF(<object>p)
     t.keys[t.count] = p
+    t.key_slot[t.count] = i
     t.count += 1
     return t.count - 1
 
 
 cdef void ptable_clear(PtrTable* t) noexcept:
     cdef Py_ssize_t i, n = t.count
+    cdef PyObject* k
     if n == 0:
         return
     t.count = 0
-    if t.capacity > 16384:
+    for i in range(n):
+        t.slots_key[t.key_slot[i]] = NULL
+    if t.capacity > PTABLE_KEEP:
         free(t.slots_key)
         free(t.slots_val)
+        free(t.key_slot)
         t.capacity = 64
+        t.keys_capacity = 32
         t.slots_key = <PyObject**>calloc(64, sizeof(PyObject*))
         t.slots_val = <Py_ssize_t*>malloc(64 * sizeof(Py_ssize_t))
-    else:
-        memset(t.slots_key, 0, t.capacity * sizeof(PyObject*))
-    if t.keys_capacity > 16384:
-        # drop references first, then shrink the key array
+        t.key_slot = <Py_ssize_t*>malloc(32 * sizeof(Py_ssize_t))
+        # drop the references last: a destructor may run arbitrary code
         for i in range(n):
-            Py_DECREF(<object>t.keys[i])
+            k = t.keys[i]
+            Py_DECREF(<object>k)
         free(t.keys)
-        t.keys_capacity = 64
-        t.keys = <PyObject**>malloc(64 * sizeof(PyObject*))
+        t.keys = <PyObject**>malloc(32 * sizeof(PyObject*))
         return
     for i in range(n):
-        Py_DECREF(<object>t.keys[i])
+        k = t.keys[i]
+        Py_DECREF(<object>k)
 
 
 # ---- serializers ---------------------------------------------------------------------
@@ -934,55 +951,79 @@ cdef class ReadContext(Buffer):
                 f"{self.size - self.pos} byte(s) can hold")
         return 0
 
+    cdef int fill_items(self, object seq, Py_ssize_t n, int kind) except -1:
+        """Read n items of the given kind into a presized list or tuple that nobody
+        else can see yet."""
+        cdef PyObject** items = PySequence_Fast_ITEMS(seq)
+        cdef Py_ssize_t i
+        cdef object o
+        cdef double d
+        if kind == K_INT:
+            for i in range(n):
+                o = PyLong_FromLongLong(self.get_varint64())
+                Py_INCREF(o)
+                items[i] = <PyObject*>o
+        elif kind == K_FLOAT:
+            self.check_count(n, 8)
+            for i in range(n):
+                memcpy(&d, self.data + self.pos, 8)
+                self.pos += 8
+                o = PyFloat_FromDouble(d)
+                Py_INCREF(o)
+                items[i] = <PyObject*>o
+        elif kind == K_STR:
+            for i in range(n):
+                o = self.read_str_any()
+                Py_INCREF(o)
+                items[i] = <PyObject*>o
+        elif kind == K_ANY:
+            for i in range(n):
+                o = self.read_any()
+                Py_INCREF(o)
+                items[i] = <PyObject*>o
+        else:
+            raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
+        return 0
+
     cdef object read_list(self, bint discard):
         cdef Py_ssize_t n = self.get_length(), i
         cdef int kind
         cdef list lst
-        cdef object item
         self.check_count(n, 1)
-        if self.ref:
-            lst = []
-            self.refs.append(lst)
         if n == 0:
-            return lst if self.ref else []
+            lst = []
+            if self.ref:
+                self.refs.append(lst)
+            return lst
         self.enter()
         kind = self.get_u8()
-        if kind == K_FLOAT:
-            self.check_count(n, 8)
-        elif kind != K_ANY and kind != K_INT and kind != K_STR:
-            raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
-        if self.ref:
+        if kind == K_ANY and self.ref:
+            # registered before its items, which may refer back to it: fill by
+            # appending, so a back-reference never sees an unfilled slot
+            lst = []
+            self.refs.append(lst)
             for i in range(n):
-                lst.append(self.read_elem(kind))
+                lst.append(self.read_any())
         else:
+            # packed items register nothing, so registering after filling keeps
+            # the same reference numbering
             lst = PyList_New(n)
-            for i in range(n):
-                item = self.read_elem(kind)
-                Py_INCREF(item)
-                PyList_SET_ITEM(lst, i, item)
+            self.fill_items(lst, n, kind)
+            if self.ref:
+                self.refs.append(lst)
         self.depth -= 1
         return lst
 
     cdef object read_tuple(self, bint discard):
-        cdef Py_ssize_t n = self.get_length(), i
-        cdef int kind
+        cdef Py_ssize_t n = self.get_length()
         cdef tuple tup
-        cdef object item
         self.check_count(n, 1)
         if n == 0:
             tup = ()
         else:
             self.enter()
-            kind = self.get_u8()
-            if kind == K_FLOAT:
-                self.check_count(n, 8)
-            elif kind != K_ANY and kind != K_INT and kind != K_STR:
-                raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
             tup = PyTuple_New(n)
-            for i in range(n):
-                item = self.read_elem(kind)
-                Py_INCREF(item)
-                PyTuple_SET_ITEM(tup, i, item)
+            self.fill_items(tup, n, self.get_u8())
             self.depth -= 1
         if discard:
             return self.read_any()
@@ -993,8 +1034,9 @@ cdef class ReadContext(Buffer):
     cdef object read_dict(self):
         cdef Py_ssize_t n = self.get_length(), i
         cdef int kinds, kk, vk
-        cdef dict d = {}
+        cdef dict d
         self.check_count(n, 2)
+        d = _PyDict_NewPresized(n)
         if self.ref:
             self.refs.append(d)
         if n == 0:
@@ -1215,7 +1257,7 @@ cdef class Fory:
             ctx.write_any(obj)
             if ctx.oob_count:
                 ctx.data[3] |= F_OOB
-            return ctx.getvalue_bytes()
+            return ctx.finish()
         finally:
             ctx.end()
 
