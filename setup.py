@@ -16,6 +16,7 @@ DIRECTIVES = {
 extensions = [
     Extension("pyfory._buffer", ["pyfory/_buffer.pyx"]),
     Extension("pyfory._core", ["pyfory/_core.pyx"]),
+    Extension("pyfory._objects", ["pyfory/_objects.pyx"]),
 ]
 
 setup(

@@ -56,7 +56,7 @@ cdef class WriteContext(Buffer):
     cdef PtrTable memo
     cdef PtrTable strings
     cdef public object buffer_callback
-    cdef public list extra               # scratch space for resolvers (per payload)
+    cdef public dict scratch             # per-payload state of serializers, keyed by serializer
     cdef public Py_ssize_t oob_count     # buffers handed out of band in this payload
     cdef dict overrides                  # serializers registered for builtin types, or None
 
@@ -93,7 +93,7 @@ cdef class ReadContext(Buffer):
     cdef public list buffers
     cdef public Py_ssize_t buffer_index
     cdef public object policy
-    cdef public list extra
+    cdef public dict scratch
 
     cdef int begin(self, object data) except -1
     cdef void end(self) noexcept

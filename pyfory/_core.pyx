@@ -297,7 +297,7 @@ cdef class WriteContext(Buffer):
         self.ref = fory.ref
         self.overrides = fory.resolver.builtin_overrides
         self.in_use = False
-        self.extra = None
+        self.scratch = None
 
     def __dealloc__(self):
         ptable_free(&self.memo)
@@ -319,7 +319,7 @@ cdef class WriteContext(Buffer):
         ptable_clear(&self.memo)
         ptable_clear(&self.strings)
         self.buffer_callback = None
-        self.extra = None
+        self.scratch = None
         self.in_use = False
 
     cdef int enter(self) except -1:
@@ -812,7 +812,7 @@ cdef class ReadContext(Buffer):
         self.types = []
         self.in_use = False
         self.buffers = None
-        self.extra = None
+        self.scratch = None
 
     cdef int begin(self, object data) except -1:
         self.attach(data)
@@ -830,7 +830,7 @@ cdef class ReadContext(Buffer):
         if PyList_GET_SIZE(self.types):
             self.types = []
         self.buffers = None
-        self.extra = None
+        self.scratch = None
         self.in_use = False
 
     cdef int enter(self) except -1:

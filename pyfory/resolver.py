@@ -63,6 +63,13 @@ def _stdlib_serializers(fory) -> dict:
     return table
 
 
+def _more_internal_types() -> list:
+    from pyfory.functions import function_types
+    from pyfory.objects import stdlib_types
+
+    return stdlib_types() + function_types()
+
+
 def _register_hint(cls) -> str:
     name = getattr(cls, "__qualname__", getattr(cls, "__name__", repr(cls)))
     return (f"fory.register({name}) on both sides (or Fory(strict=False) for trusted data)")
@@ -88,6 +95,10 @@ class TypeResolver:
             info = TypeInfo(cls, ser, D_INTERNAL, type_id=type_id)
             self._by_internal_id.append(info)
             self._type_cache[cls] = info
+        for cls, make in _more_internal_types():
+            info = TypeInfo(cls, make(fory, cls), D_INTERNAL, type_id=len(self._by_internal_id))
+            self._by_internal_id.append(info)
+            self._type_cache.setdefault(cls, info)
 
     # ---- registration -----------------------------------------------------------------
     def register(self, cls, type_id=None, name=None, serializer=None) -> TypeInfo:
@@ -148,6 +159,11 @@ class TypeResolver:
 
     def _new_typeinfo(self, cls) -> TypeInfo:
         if self.strict:
+            from pyfory.objects import serializer_for_class, strict_allowed_builtin
+
+            if strict_allowed_builtin(cls.__module__, cls.__qualname__) is cls:
+                return TypeInfo(cls, serializer_for_class(self.fory, cls), D_NAME,
+                                module=cls.__module__, qualname=cls.__qualname__)
             raise TypeNotRegisteredError(
                 f"class {_qualified(cls)} is not registered: call {_register_hint(cls)}")
         from pyfory.objects import typeinfo_for_unregistered
@@ -181,6 +197,11 @@ class TypeResolver:
         if info is not None:
             return info
         if self.strict:
+            from pyfory.objects import strict_allowed_builtin
+
+            cls = strict_allowed_builtin(module, qualname)
+            if cls is not None:
+                return self.get_typeinfo(cls)
             raise TypeNotRegisteredError(
                 f"payload names class {module}.{qualname}, which is not registered: call "
                 f"fory.register({qualname}) on both sides (or Fory(strict=False) for trusted data)")

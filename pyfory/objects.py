@@ -1,0 +1,313 @@
+"""Choosing a serializer for a class that has no builtin rule, and naming classes.
+
+`serializer_for_class` mirrors what pickle would do with the class's instances:
+- classes whose instances reduce to "create empty, then set attributes" (no custom
+  __reduce__/__getstate__/__setstate__/__getnewargs__, not a builtin subclass) get the
+  fast ObjectSerializer (attribute values only, names once per payload);
+- namedtuples, enum members and the standard collections get small dedicated
+  serializers;
+- everything else goes through the reduce protocol (reduce.py), exactly as pickle.
+"""
+
+from __future__ import annotations
+
+import collections
+import copyreg
+import enum
+import functools
+import importlib
+import operator
+import pathlib
+import re
+import sys
+import types
+
+from pyfory._core import Serializer, TypeInfo
+from pyfory._objects import ObjectSerializer
+from pyfory.error import MalformedDataError, SerializationError, TypeNotRegisteredError
+from pyfory.reduce import ReduceSerializer, lookup_global
+
+D_NAME = 2
+D_BY_VALUE = 4
+
+_object_getstate = getattr(object, "__getstate__", None)   # 3.11+
+_HEAPTYPE = 1 << 9
+
+
+def _plain_layout(cls) -> bool:
+    """True when pickle would rebuild instances as cls.__new__(cls) + attribute state."""
+    if cls in copyreg.dispatch_table:
+        return False
+    if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
+        return False
+    if getattr(cls, "__getstate__", None) is not _object_getstate:
+        return False
+    for name in ("__setstate__", "__getnewargs__", "__getnewargs_ex__", "__getinitargs__"):
+        if hasattr(cls, name):
+            return False
+    # every base but object must be a Python class (no list/dict/int/... layout)
+    for base in cls.__mro__[:-1]:
+        if not base.__flags__ & _HEAPTYPE:
+            return False
+    return cls.__mro__[-1] is object
+
+
+def _is_namedtuple(cls) -> bool:
+    return (issubclass(cls, tuple) and hasattr(cls, "_fields") and hasattr(cls, "_make")
+            and cls.__reduce_ex__ is tuple.__reduce_ex__ and cls.__reduce__ is tuple.__reduce__
+            and "__dict__" not in dir(cls) and getattr(cls, "__getnewargs__", None) is not None
+            and not hasattr(cls, "__setstate__"))
+
+
+def serializer_for_class(fory, cls) -> Serializer:
+    if isinstance(cls, type) and issubclass(cls, type):
+        return None            # instances are classes: written as type descriptors
+    if issubclass(cls, enum.Enum):
+        return EnumSerializer(fory, cls)
+    if _is_namedtuple(cls):
+        return NamedTupleSerializer(fory, cls)
+    if _plain_layout(cls):
+        return ObjectSerializer(fory, cls)
+    return ReduceSerializer(fory, cls)
+
+
+# ---- naming classes ----------------------------------------------------------------------
+def is_importable(cls) -> bool:
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", None)
+    if not module or not qualname or "<locals>" in qualname or module == "__main__":
+        return False
+    try:
+        return lookup_global(module, qualname) is cls
+    except Exception:
+        return False
+
+
+def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
+    """Non-strict mode: how to name cls (by reference or by value) and its serializer."""
+    ser = serializer_for_class(resolver.fory, cls)
+    from pyfory import classes
+
+    if classes.travels_by_value(cls):
+        return classes.by_value_typeinfo(resolver, cls, ser)
+    if not is_importable(cls):
+        raise SerializationError(f"cannot serialize class {cls.__module__}.{cls.__qualname__}: "
+                                 "it cannot be imported by name")
+    return TypeInfo(cls, ser, D_NAME, module=cls.__module__, qualname=cls.__qualname__)
+
+
+def import_class(resolver, module: str, qualname: str):
+    policy = resolver.fory.policy
+    if policy is not None:
+        policy.validate_module(module, False)
+    try:
+        cls = lookup_global(module, qualname)
+    except (ImportError, AttributeError) as e:
+        raise MalformedDataError(f"cannot find class {module}.{qualname}: {e}") from e
+    if not isinstance(cls, type):
+        raise MalformedDataError(f"{module}.{qualname} is not a class")
+    if policy is not None:
+        policy.validate_class(cls, False)
+    return cls
+
+
+def strict_allowed_builtin(module: str, qualname: str):
+    """Builtin exception classes need no registration in strict mode."""
+    if module != "builtins" or "." in qualname:
+        return None
+    import builtins
+
+    cls = getattr(builtins, qualname, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        return cls
+    return None
+
+
+# ---- small dedicated serializers ---------------------------------------------------------
+class EnumSerializer(Serializer):
+    """An enum member by value: cls(value), as pickle does (also for Flag combinations)."""
+
+    def write(self, ctx, obj):
+        ctx.write_value(obj._value_)
+
+    def read(self, ctx):
+        return self.cls(ctx.read_value())
+
+
+class NamedTupleSerializer(Serializer):
+    def write(self, ctx, obj):
+        ctx.write_value(tuple(obj))
+
+    def read(self, ctx):
+        values = ctx.read_value()
+        if type(values) is not tuple:
+            raise MalformedDataError("namedtuple values are not a tuple")
+        return self.cls.__new__(self.cls, *values)
+
+
+class _TwoPhase(Serializer):
+    """Container-like objects: created empty, registered, then filled (cycles work)."""
+
+    def __init__(self, fory, cls):
+        super().__init__(fory, cls)
+        self.has_state = True
+
+
+class OrderedDictSerializer(_TwoPhase):
+    def write(self, ctx, obj):
+        ctx.write_value(obj.__dict__ or None)
+
+    def read(self, ctx):
+        obj = self.cls()
+        extra = ctx.read_value()
+        if extra:
+            obj.__dict__.update(extra)
+        return obj
+
+    def write_state(self, ctx, obj):
+        ctx.write_value(list(obj.items()))
+
+    def read_state(self, ctx, obj):
+        for k, v in ctx.read_value():
+            obj[k] = v
+
+
+class CounterSerializer(OrderedDictSerializer):
+    pass
+
+
+class DefaultDictSerializer(_TwoPhase):
+    def write(self, ctx, obj):
+        ctx.write_value(obj.default_factory)
+
+    def read(self, ctx):
+        factory = ctx.read_value()
+        if factory is not None and not callable(factory):
+            raise MalformedDataError("defaultdict factory is not callable")
+        return self.cls(factory)
+
+    def write_state(self, ctx, obj):
+        ctx.write_value(list(obj.items()))
+
+    def read_state(self, ctx, obj):
+        for k, v in ctx.read_value():
+            obj[k] = v
+
+
+class DequeSerializer(_TwoPhase):
+    def write(self, ctx, obj):
+        ctx.write_value(obj.maxlen)
+
+    def read(self, ctx):
+        maxlen = ctx.read_value()
+        if maxlen is not None and (type(maxlen) is not int or maxlen < 0):
+            raise MalformedDataError("bad deque maxlen")
+        return self.cls((), maxlen)
+
+    def write_state(self, ctx, obj):
+        ctx.write_value(list(obj))
+
+    def read_state(self, ctx, obj):
+        obj.extend(ctx.read_value())
+
+
+class ChainMapSerializer(_TwoPhase):
+    def write(self, ctx, obj):
+        pass
+
+    def read(self, ctx):
+        return self.cls()
+
+    def write_state(self, ctx, obj):
+        ctx.write_value(list(obj.maps))
+
+    def read_state(self, ctx, obj):
+        maps = ctx.read_value()
+        if type(maps) is not list or not maps:
+            raise MalformedDataError("bad ChainMap maps")
+        obj.maps = maps
+
+
+class NamespaceSerializer(_TwoPhase):
+    def write(self, ctx, obj):
+        pass
+
+    def read(self, ctx):
+        return self.cls()
+
+    def write_state(self, ctx, obj):
+        ctx.write_value(dict(obj.__dict__))
+
+    def read_state(self, ctx, obj):
+        obj.__dict__.update(ctx.read_value())
+
+
+class PathSerializer(Serializer):
+    def write(self, ctx, obj):
+        ctx.write_string(str(obj))
+
+    def read(self, ctx):
+        return self.cls(ctx.read_string())
+
+
+class PatternSerializer(Serializer):
+    def write(self, ctx, obj):
+        ctx.write_value(obj.pattern)
+        ctx.write_varint64(obj.flags)
+
+    def read(self, ctx):
+        pattern = ctx.read_value()
+        flags = ctx.read_varint64()
+        if not isinstance(pattern, (str, bytes)):
+            raise MalformedDataError("bad re.Pattern")
+        return re.compile(pattern, flags)
+
+
+class ModuleSerializer(Serializer):
+    """A module by name; it is imported on the reading side (strict=False only)."""
+
+    def write(self, ctx, obj):
+        if self.fory.strict:
+            raise TypeNotRegisteredError(
+                f"strict mode refuses modules ({obj.__name__}); use Fory(strict=False)")
+        ctx.write_str_ref(obj.__name__)
+
+    def read(self, ctx):
+        name = ctx.read_str_ref()
+        if self.fory.strict:
+            raise TypeNotRegisteredError(f"strict mode refuses to import module {name!r}")
+        policy = ctx.policy
+        if policy is not None:
+            policy.validate_module(name, False)
+        return importlib.import_module(name)
+
+
+def stdlib_types() -> list:
+    """(class, serializer factory) for standard-library types with their own rule.
+    Their positions become internal type ids: append only."""
+    path_types = [pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath,
+                  pathlib.WindowsPath]
+    return [
+        (collections.OrderedDict, OrderedDictSerializer),
+        (collections.defaultdict, DefaultDictSerializer),
+        (collections.deque, DequeSerializer),
+        (collections.Counter, CounterSerializer),
+        (collections.ChainMap, ChainMapSerializer),
+        (types.SimpleNamespace, NamespaceSerializer),
+        (re.Pattern, PatternSerializer),
+        *[(t, PathSerializer) for t in path_types],
+        (types.ModuleType, ModuleSerializer),
+        # callables that name arbitrary code: refused in strict mode
+        (types.BuiltinFunctionType, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (type(list.append), lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (type(object.__init__), lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (type([].__len__), lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (type(dict.__dict__["fromkeys"]), lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (functools.partial, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (operator.itemgetter, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (operator.attrgetter, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (operator.methodcaller, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+    ]
+
+
+__all__ = ["serializer_for_class", "typeinfo_for_unregistered", "import_class", "sys"]

@@ -1,0 +1,263 @@
+"""The pickle reduce protocol, as pickle implements it.
+
+An object is reduced with ``copyreg.dispatch_table``, then ``__reduce_ex__(5)``, then
+``__reduce__``. The result is a global name (a string) or a tuple
+``(callable, args[, state[, listitems[, dictitems[, state_setter]]]])``.
+
+On the wire the object is two-phase (see Serializer): ``write`` carries how to create
+it, ``write_state`` what to apply after it was registered for back-references, so an
+object whose state contains itself loads as pickle loads it.
+
+Construction forms (first byte):
+  0 GLOBAL  module, qualified name: the object is looked up, not created
+  1 NEWOBJ  class, args tuple: ``cls.__new__(cls, *args)`` (copyreg.__newobj__)
+  2 NEWOBJ_EX class, args tuple, kwargs dict (copyreg.__newobj_ex__)
+  3 CALL    callable, args tuple
+State flags (one byte): 1 state, 2 listitems, 4 dictitems, 8 state_setter,
+followed by those values in that order: listitems as a list, dictitems as a list of
+(key, value) tuples, then state_setter and state.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import pickle
+import sys
+
+from pyfory._core import Serializer
+from pyfory.error import MalformedDataError, PolicyViolationError, SerializationError
+
+F_GLOBAL, F_NEWOBJ, F_NEWOBJ_EX, F_CALL = 0, 1, 2, 3
+S_STATE, S_LIST, S_DICT, S_SETTER = 1, 2, 4, 8
+
+_dispatch_table = copyreg.dispatch_table
+
+
+def reduce_object(obj, proto: int = 5):
+    """What pickle would write for obj: a string or a 2..6-tuple."""
+    cls = type(obj)
+    reducer = _dispatch_table.get(cls)
+    if reducer is not None:
+        rv = reducer(obj)
+    else:
+        reduce_ex = getattr(obj, "__reduce_ex__", None)
+        if reduce_ex is not None:
+            rv = reduce_ex(proto)
+        else:
+            reduce = getattr(obj, "__reduce__", None)
+            if reduce is None:
+                raise SerializationError(f"cannot serialize {cls.__qualname__} object")
+            rv = reduce()
+    if isinstance(rv, str):
+        return rv
+    if not isinstance(rv, tuple):
+        raise SerializationError(f"{cls.__qualname__}.__reduce__ must return a string or tuple, got {rv!r}")
+    if not 2 <= len(rv) <= 6:
+        raise SerializationError(f"tuple returned by {cls.__qualname__}.__reduce__ must have 2 to 6 elements")
+    return rv
+
+
+def lookup_global(module: str, qualname: str):
+    """Import module and walk the dotted qualified name (no '<locals>')."""
+    __import__(module)
+    obj = sys.modules[module]
+    for part in qualname.split("."):
+        if part == "<locals>":
+            raise AttributeError(f"cannot look up local object {module}.{qualname}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def global_name(obj, name: str | None = None):
+    """(module, qualname) under which obj can be imported, or raise."""
+    if name is None:
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if name is None:
+        raise SerializationError(f"cannot name {obj!r}")
+    module = getattr(obj, "__module__", None)
+    if module is None:
+        module = pickle.whichmodule(obj, name)
+    try:
+        found = lookup_global(module, name)
+    except Exception:
+        found = None
+    if found is not obj:
+        module2 = pickle.whichmodule(obj, name)
+        try:
+            found = lookup_global(module2, name)
+        except Exception:
+            found = None
+        if found is not obj:
+            raise SerializationError(f"cannot serialize {obj!r}: it is not found as {module}.{name}")
+        module = module2
+    return module, name
+
+
+def apply_state(obj, state, policy=None):
+    """pickle's BUILD: __setstate__, or (dict_state, slots_state) into the instance."""
+    if policy is not None:
+        policy.intercept_setstate(obj, state)
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+        return
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    if state:
+        inst_dict = obj.__dict__
+        intern = sys.intern
+        for k, v in state.items():
+            if type(k) is str:
+                inst_dict[intern(k)] = v
+            else:
+                inst_dict[k] = v
+    if slotstate:
+        for k, v in slotstate.items():
+            setattr(obj, k, v)
+
+
+class ReduceSerializer(Serializer):
+    """Any object through its reduce protocol (see module docstring)."""
+
+    strict_ok = True   # False for kinds of objects that name arbitrary callables
+
+    def __init__(self, fory, cls, strict_ok: bool = True):
+        super().__init__(fory, cls)
+        self.has_state = True
+        self.strict_ok = strict_ok
+
+    def _check_strict(self):
+        if not self.strict_ok and self.fory.strict:
+            raise PolicyViolationError(
+                f"strict mode refuses {self.cls.__qualname__} objects (they name arbitrary "
+                "callables); use Fory(strict=False) for trusted data")
+
+    def write(self, ctx, obj):
+        self._check_strict()
+        rv = reduce_object(obj)
+        if isinstance(rv, str):
+            module, qualname = global_name(obj, rv)
+            ctx.write_uint8(F_GLOBAL)
+            ctx.write_str_ref(module)
+            ctx.write_str_ref(qualname)
+            return
+        func, args = rv[0], rv[1]
+        if not isinstance(args, tuple):
+            raise SerializationError(f"args from {type(obj).__qualname__} reduce() must be a tuple")
+        if not callable(func):
+            raise SerializationError(f"first item of {type(obj).__qualname__} reduce() must be callable")
+        if func is copyreg.__newobj__:
+            if not args or not isinstance(args[0], type):
+                raise SerializationError("__newobj__ arguments must start with a class")
+            ctx.write_uint8(F_NEWOBJ)
+            ctx.write_type(args[0])
+            ctx.write_value(args[1:])
+        elif func is copyreg.__newobj_ex__:
+            cls, nargs, kwargs = args
+            ctx.write_uint8(F_NEWOBJ_EX)
+            ctx.write_type(cls)
+            ctx.write_value(tuple(nargs))
+            ctx.write_value(dict(kwargs))
+        else:
+            ctx.write_uint8(F_CALL)
+            ctx.write_value(func)
+            ctx.write_value(args)
+        rest = rv[2:]
+        if any(x is not None for x in rest):
+            # kept until write_state, which runs once obj is registered
+            if ctx.scratch is None:
+                ctx.scratch = {}
+            ctx.scratch[(id(obj), "reduce")] = (obj, rest)
+
+    def write_state(self, ctx, obj):
+        entry = ctx.scratch.pop((id(obj), "reduce"), None) if ctx.scratch is not None else None
+        if entry is None:
+            ctx.write_uint8(0)
+            return
+        state, listitems, dictitems, setter = (tuple(entry[1]) + (None, None, None, None))[:4]
+        flags = ((S_STATE if state is not None else 0) | (S_LIST if listitems is not None else 0)
+                 | (S_DICT if dictitems is not None else 0) | (S_SETTER if setter is not None else 0))
+        ctx.write_uint8(flags)
+        if listitems is not None:
+            ctx.write_value(list(listitems))
+        if dictitems is not None:
+            ctx.write_value([tuple(kv) for kv in dictitems])
+        if setter is not None:
+            ctx.write_value(setter)
+        if state is not None:
+            ctx.write_value(state)
+
+    def read(self, ctx):
+        self._check_strict()
+        form = ctx.read_uint8()
+        policy = ctx.policy
+        if form == F_GLOBAL:
+            module = ctx.read_str_ref()
+            qualname = ctx.read_str_ref()
+            if self.fory.strict:
+                raise PolicyViolationError(
+                    f"strict mode refuses to import {module}.{qualname}")
+            if policy is not None:
+                policy.validate_module(module, False)
+            obj = lookup_global(module, qualname)
+            return obj
+        if form == F_NEWOBJ:
+            cls = ctx.read_type()
+            args = ctx.read_value()
+            kwargs = None
+        elif form == F_NEWOBJ_EX:
+            cls = ctx.read_type()
+            args = ctx.read_value()
+            kwargs = ctx.read_value()
+        elif form == F_CALL:
+            func = ctx.read_value()
+            args = ctx.read_value()
+            if not isinstance(args, tuple):
+                raise MalformedDataError("reduce arguments are not a tuple")
+            if policy is not None:
+                replaced = policy.intercept_reduce_call(func, args)
+                if replaced is not None:
+                    return self._inspect(policy, replaced)
+            if not callable(func):
+                raise MalformedDataError(f"reduce callable {func!r} is not callable")
+            return self._inspect(policy, func(*args))
+        else:
+            raise MalformedDataError(f"unknown reduce form {form}")
+        if not isinstance(cls, type) or not isinstance(args, tuple):
+            raise MalformedDataError("bad __newobj__ arguments")
+        if policy is not None:
+            policy.authorize_instantiation(cls, args, kwargs)
+        obj = cls.__new__(cls, *args, **kwargs) if kwargs else cls.__new__(cls, *args)
+        return self._inspect(policy, obj)
+
+    @staticmethod
+    def _inspect(policy, obj):
+        if policy is not None:
+            replaced = policy.inspect_reduced_object(obj)
+            if replaced is not None:
+                return replaced
+        return obj
+
+    def read_state(self, ctx, obj):
+        flags = ctx.read_uint8()
+        if flags & ~15:
+            raise MalformedDataError(f"bad reduce state flags {flags}")
+        if flags & S_LIST:
+            items = ctx.read_value()
+            extend = getattr(obj, "extend", None)
+            if extend is not None:
+                extend(items)
+            else:
+                for item in items:
+                    obj.append(item)
+        if flags & S_DICT:
+            for k, v in ctx.read_value():
+                obj[k] = v
+        setter = ctx.read_value() if flags & S_SETTER else None
+        if flags & S_STATE:
+            state = ctx.read_value()
+            if setter is not None:
+                setter(obj, state)
+            else:
+                apply_state(obj, state, ctx.policy)
