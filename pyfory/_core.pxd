@@ -58,6 +58,7 @@ cdef class WriteContext(Buffer):
     cdef public object buffer_callback
     cdef public dict scratch             # per-payload state of serializers, keyed by serializer
     cdef public Py_ssize_t oob_count     # buffers handed out of band in this payload
+    cdef public Py_ssize_t oob_threshold # bytes/bytearray/memoryview this large are offered
     cdef dict overrides                  # serializers registered for builtin types, or None
 
     cdef int begin(self) except -1
@@ -77,6 +78,8 @@ cdef class WriteContext(Buffer):
     cdef int write_type_info(self, TypeInfo info) except -1
     cdef int write_ref_or_register(self, object obj) except -1
     cdef int write_class(self, object cls) except -1
+    cdef int write_buffer_value(self, object obj, bint is_pickle_buffer) except -1
+    cdef int write_buffer_body(self, object buf, bint offer) except -1
     cdef int enter(self) except -1
 
 
@@ -111,6 +114,8 @@ cdef class ReadContext(Buffer):
     cdef object read_bigint(self)
     cdef object read_elem(self, int kind)
     cdef object get_ref(self, Py_ssize_t idx)
+    cdef object read_buffer_body(self, bint writable)
+    cdef object read_buffer_value(self)
     cdef int check_count(self, Py_ssize_t n, Py_ssize_t min_item_size) except -1
     cdef int enter(self) except -1
 
@@ -120,6 +125,7 @@ cdef class Fory:
     cdef public bint strict
     cdef public bint compatible
     cdef public Py_ssize_t max_depth
+    cdef public Py_ssize_t oob_threshold
     cdef public object policy
     cdef public object resolver
     cdef public dict _type_cache

@@ -21,10 +21,18 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble, PyComplex_FromDoubles
 from cpython.type cimport PyType_Check
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyObject_CheckBuffer
 
 from pyfory._buffer cimport Buffer
 
+import pickle as _pickle
+
 from pyfory import error as _error
+from pyfory.buffers import BufferObject, OOB_THRESHOLD, as_view as _as_view
+
+cdef object PickleBuffer = _pickle.PickleBuffer
+# memoryview formats that memoryview.cast() can rebuild on the reading side
+_CASTABLE = frozenset("bBhHiIlLqQnNfd?cePe")
 from pyfory.error import (
     DepthLimitError,
     ForyError,
@@ -61,7 +69,15 @@ cdef enum:
     T_REF = 15          # varint id: an object seen before in this payload
     T_OBJECT = 16       # type header, serializer payload
     T_TYPE = 17         # type header: a class object as a value
+    T_BUFFER = 18       # buffer kind, [kind meta], buffer body (see write_buffer_body)
     T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
+
+# kinds of T_BUFFER values
+cdef enum:
+    B_BYTES = 0
+    B_BYTEARRAY = 1
+    B_MEMORYVIEW = 2    # format, ndim, shape..., readonly
+    B_PICKLEBUFFER = 3  # readonly
 
 # element kinds of packed containers: each item written without its tag
 cdef enum:
@@ -310,6 +326,7 @@ cdef class WriteContext(Buffer):
         self.ntypes = 0
         self.depth = 0
         self.oob_count = 0
+        self.oob_threshold = self.fory.oob_threshold
         self.overrides = self.fory.resolver.builtin_overrides
         self.in_use = True
         self.reset_for_write()
@@ -370,6 +387,10 @@ cdef class WriteContext(Buffer):
         if t is bytes:
             if self.ref and self.write_ref_or_register(obj):
                 return 0
+            if self.buffer_callback is not None and PyBytes_GET_SIZE(obj) >= self.oob_threshold:
+                self.put_u8(T_BUFFER)
+                self.put_u8(B_BYTES)
+                return self.write_buffer_body(obj, False)
             self.put_u8(T_BYTES)
             self.put_varuint64(PyBytes_GET_SIZE(obj))
             return self.put_raw(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
@@ -380,9 +401,15 @@ cdef class WriteContext(Buffer):
         if t is bytearray:
             if self.ref and self.write_ref_or_register(obj):
                 return 0
+            if self.buffer_callback is not None and PyByteArray_GET_SIZE(obj) >= self.oob_threshold:
+                self.put_u8(T_BUFFER)
+                self.put_u8(B_BYTEARRAY)
+                return self.write_buffer_body(obj, False)
             self.put_u8(T_BYTEARRAY)
             self.put_varuint64(PyByteArray_GET_SIZE(obj))
             return self.put_raw(PyByteArray_AS_STRING(obj), PyByteArray_GET_SIZE(obj))
+        if t is memoryview or t is PickleBuffer:
+            return self.write_buffer_value(obj, t is PickleBuffer)
         if t is complex:
             self.reserve(17)
             self.data[self.pos] = T_COMPLEX
@@ -432,6 +459,56 @@ cdef class WriteContext(Buffer):
         if ser.has_state:
             ser.write_state(self, obj)
         self.depth -= 1
+        return 0
+
+    cdef int write_buffer_value(self, object obj, bint is_pickle_buffer) except -1:
+        cdef object view
+        if self.ref and self.write_ref_or_register(obj):
+            return 0
+        self.put_u8(T_BUFFER)
+        if is_pickle_buffer:
+            view = memoryview(obj)
+            self.put_u8(B_PICKLEBUFFER)
+            self.put_u8(1 if view.readonly else 0)
+            return self.write_buffer_body(view, True)
+        view = <object>obj
+        fmt = view.format
+        if fmt.startswith("@"):
+            fmt = fmt[1:]
+        if fmt not in _CASTABLE:
+            # a format memoryview.cast cannot rebuild: keep the bytes, flat
+            view = memoryview(view.tobytes())
+            fmt = "B"
+        self.put_u8(B_MEMORYVIEW)
+        self.put_str(fmt, 0)
+        self.put_varuint64(view.ndim)
+        for dim in view.shape:
+            self.put_varuint64(dim)
+        self.put_u8(1 if view.readonly else 0)
+        return self.write_buffer_body(view, view.nbytes >= self.oob_threshold)
+
+    cdef int write_buffer_body(self, object buf, bint offer) except -1:
+        """varint (nbytes << 1 | out_of_band), then the bytes when in band.
+        `buf` is offered to buffer_callback when `offer` (or when it is large)."""
+        cdef Py_buffer view
+        cdef object mv
+        cdef bint oob = False
+        if not PyObject_CheckBuffer(buf):
+            raise SerializationError(f"{type(buf).__name__} does not expose the buffer protocol")
+        mv = memoryview(buf)
+        if not mv.c_contiguous:
+            mv = memoryview(mv.tobytes())
+        if self.buffer_callback is not None and (offer or mv.nbytes >= self.oob_threshold):
+            oob = not self.buffer_callback(BufferObject(mv))
+        if oob:
+            self.oob_count += 1
+            return self.put_varuint64((<uint64_t>mv.nbytes << 1) | 1)
+        PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
+        try:
+            self.put_varuint64(<uint64_t>view.len << 1)
+            self.put_raw(view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
         return 0
 
     cdef int write_class(self, object cls) except -1:
@@ -761,6 +838,12 @@ cdef class WriteContext(Buffer):
         """A class object, named once per payload."""
         self.write_class(cls)
 
+    def write_buffer(self, buf, bint always_offer=True):
+        """Binary data (any buffer-protocol object) that may travel out of band:
+        offered to buffer_callback (always, or only when large). Read it back with
+        ReadContext.read_buffer()."""
+        self.write_buffer_body(buf, always_offer)
+
     @property
     def ref_tracking(self):
         return self.ref
@@ -895,6 +978,8 @@ cdef class ReadContext(Buffer):
             if self.ref:
                 self.refs.append(obj)
             return obj
+        if tag == T_BUFFER:
+            return self.read_buffer_value()
         if tag == T_COMPLEX:
             re = self.get_double()
             im = self.get_double()
@@ -905,6 +990,78 @@ cdef class ReadContext(Buffer):
             self.pos -= 1
             return self.read_any()
         raise MalformedDataError(f"unknown value tag {tag} at offset {self.pos - 1}")
+
+    cdef object read_buffer_body(self, bint writable):
+        """The bytes of a buffer: a view of the out-of-band buffer the caller passed
+        (no copy), or a copy out of the payload (a bytearray when `writable`)."""
+        cdef uint64_t h = self.get_varuint64()
+        cdef uint64_t n = h >> 1
+        cdef const uint8_t* p
+        if h & 1:
+            if self.buffers is None:
+                raise _error.OutOfBandBufferError(
+                    "the payload has out-of-band buffers: pass them as loads(data, buffers=[...])")
+            if self.buffer_index >= len(self.buffers):
+                raise _error.OutOfBandBufferError(
+                    f"too few out-of-band buffers: {len(self.buffers)} given, the payload "
+                    f"needs at least {self.buffer_index + 1}")
+            try:
+                view = _as_view(self.buffers[self.buffer_index])
+            except (TypeError, ValueError) as e:
+                raise _error.OutOfBandBufferError(
+                    f"out-of-band buffer #{self.buffer_index} is not usable: {e}") from None
+            if <uint64_t>view.nbytes != n:
+                raise _error.OutOfBandBufferError(
+                    f"out-of-band buffer #{self.buffer_index} has {view.nbytes} bytes, "
+                    f"the payload expects {n}")
+            self.buffer_index += 1
+            return view
+        if n > <uint64_t>(self.size - self.pos):
+            self.raise_truncated(<Py_ssize_t>min(n, <uint64_t>0x7FFFFFFFFFFFFFFF))
+        p = self.take(<Py_ssize_t>n)
+        if writable:
+            return PyByteArray_FromStringAndSize(<const char*>p, <Py_ssize_t>n)
+        return PyBytes_FromStringAndSize(<const char*>p, <Py_ssize_t>n)
+
+    cdef object read_buffer_value(self):
+        cdef int kind = self.get_u8()
+        cdef Py_ssize_t ndim, i
+        cdef bint readonly
+        if kind == B_BYTES:
+            data = self.read_buffer_body(False)
+            if type(data) is not bytes:
+                data = data.obj if type(data.obj) is bytes and len(data.obj) == data.nbytes else bytes(data)
+        elif kind == B_BYTEARRAY:
+            data = self.read_buffer_body(True)
+            if type(data) is not bytearray:
+                data = data.obj if type(data.obj) is bytearray and len(data.obj) == data.nbytes else bytearray(data)
+        elif kind == B_PICKLEBUFFER:
+            readonly = self.get_u8() != 0
+            data = self.read_buffer_body(not readonly)
+            if readonly and type(data) is memoryview and not data.readonly:
+                data = data.toreadonly()
+            data = PickleBuffer(data)
+        elif kind == B_MEMORYVIEW:
+            fmt = self.read_str_any()
+            ndim = self.get_length()
+            if ndim > 64:
+                raise MalformedDataError(f"memoryview with {ndim} dimensions")
+            shape = [self.get_length() for i in range(ndim)]
+            readonly = self.get_u8() != 0
+            data = memoryview(self.read_buffer_body(not readonly))
+            if readonly and not data.readonly:
+                data = data.toreadonly()
+            try:
+                if data.format != "B" or data.ndim != 1:
+                    data = data.cast("B")
+                data = data.cast(fmt, shape) if (fmt != "B" or ndim != 1) else data
+            except (TypeError, ValueError) as e:
+                raise MalformedDataError(f"bad memoryview layout: {e}") from None
+        else:
+            raise MalformedDataError(f"unknown buffer kind {kind} at offset {self.pos - 1}")
+        if self.ref:
+            self.refs.append(data)
+        return data
 
     cdef object get_ref(self, Py_ssize_t idx):
         if idx >= PyList_GET_SIZE(self.refs):
@@ -1166,6 +1323,11 @@ cdef class ReadContext(Buffer):
     def read_str_ref(self):
         return self.read_str_any()
 
+    def read_buffer(self):
+        """Binary data written with WriteContext.write_buffer: a memoryview of the
+        out-of-band buffer (zero copy) or a bytearray copied out of the payload."""
+        return self.read_buffer_body(True)
+
     def read_type(self):
         cdef int tag = self.get_u8()
         if tag != T_TYPE:
@@ -1217,6 +1379,7 @@ cdef class Fory:
         self.compatible = True if compatible is None else bool(compatible)
         self.max_depth = max_depth
         self.policy = policy
+        self.oob_threshold = OOB_THRESHOLD
         self._type_cache = {}
         from pyfory.resolver import TypeResolver
         self.resolver = TypeResolver(self)
@@ -1280,6 +1443,9 @@ cdef class Fory:
                     f"reads version {FORMAT_VERSION}")
             flags = ctx.data[3]
             ctx.ref = (flags & F_REF) != 0
+            if (flags & F_OOB) and buffers is None:
+                raise _error.OutOfBandBufferError(
+                    "the payload has out-of-band buffers: pass them as loads(data, buffers=[...])")
             ctx.pos = HEADER_SIZE
             ctx.buffers = None if buffers is None else list(buffers)
             obj = ctx.read_any()
