@@ -7,12 +7,18 @@ import sys as _sys
 from pyfory import error
 from pyfory._buffer import Buffer
 from pyfory._core import Fory, ReadContext, Serializer, TypeInfo, WriteContext
+from pyfory.buffers import BufferObject
 from pyfory.error import ForyError
+from pyfory.policy import DeserializationPolicy
+from pyfory.threadsafe import ThreadSafeFory
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Fory",
+    "ThreadSafeFory",
+    "DeserializationPolicy",
+    "BufferObject",
     "Serializer",
     "Buffer",
     "WriteContext",

@@ -1301,6 +1301,8 @@ cdef class ReadContext(Buffer):
         else:
             raise MalformedDataError(f"unknown type kind {kind} at offset {self.pos}")
         self.types.append(info)
+        if self.policy is not None and kind != D_INTERNAL:
+            self.policy.validate_class(info.cls, kind == D_BY_VALUE)
         if kind == D_BY_VALUE:
             self.enter()
             info.by_value.read_state(self, info.cls)
