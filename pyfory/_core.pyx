@@ -273,6 +273,30 @@ cdef class Serializer:
         return self
 
 
+# Serializer kinds written in type descriptors (docs/format.md).
+WIRE_CUSTOM, WIRE_OBJECT, WIRE_REDUCE, WIRE_ENUM, WIRE_NAMEDTUPLE, WIRE_CLASS_ONLY = 0, 1, 2, 3, 4, 255
+WIRE_KIND_NAMES = {0: "custom", 1: "attribute-layout", 2: "reduce", 3: "enum", 4: "namedtuple",
+                   255: "class-only"}
+
+
+def wire_kind_of(serializer):
+    """The wire kind of a serializer (see WIRE_KIND_NAMES)."""
+    if serializer is None:
+        return WIRE_CLASS_ONLY
+    kind = getattr(type(serializer), "wire_kind", None)
+    if kind is not None:
+        return kind
+    from pyfory._objects import ObjectSerializer
+    from pyfory.objects import EnumSerializer, NamedTupleSerializer
+    from pyfory.reduce import ReduceSerializer
+
+    for cls, kind in ((ObjectSerializer, WIRE_OBJECT), (ReduceSerializer, WIRE_REDUCE),
+                      (EnumSerializer, WIRE_ENUM), (NamedTupleSerializer, WIRE_NAMEDTUPLE)):
+        if type(serializer) is cls:
+            return kind
+    return WIRE_CUSTOM
+
+
 cdef class TypeInfo:
     """How one class is named on the wire and which serializer handles its instances."""
 
@@ -286,6 +310,7 @@ cdef class TypeInfo:
         self.module = module
         self.qualname = qualname
         self.by_value = by_value
+        self.wire_kind = wire_kind_of(serializer)
         self.payload_gen = 0
         self.payload_index = 0
 
@@ -526,6 +551,10 @@ cdef class WriteContext(Buffer):
         if info.payload_gen == self.gen:
             return self.put_varuint64((<uint64_t>info.payload_index << 1) | 1)
         self.put_varuint64(<uint64_t>info.kind << 1)
+        if info.kind != D_INTERNAL:
+            # which kind of serializer wrote the instances: lets a reader detect a class
+            # that changed how it serializes, and lets `pyfory inspect` decode payloads
+            self.put_u8(info.wire_kind)
         if info.kind == D_INTERNAL or info.kind == D_USER_ID:
             self.put_varuint64(info.type_id)
         elif info.kind == D_NAME:
@@ -1276,6 +1305,7 @@ cdef class ReadContext(Buffer):
     cdef TypeInfo read_type_info(self):
         cdef uint64_t h = self.get_varuint64()
         cdef uint64_t kind
+        cdef int wire_kind
         cdef TypeInfo info
         cdef Serializer ser
         if h & 1:
@@ -1284,6 +1314,7 @@ cdef class ReadContext(Buffer):
                 raise MalformedDataError(f"reference to type #{h} not yet seen (offset {self.pos})")
             return <TypeInfo>PyList_GET_ITEM(self.types, h)
         kind = h >> 1
+        wire_kind = self.get_u8() if kind != D_INTERNAL else -1
         if kind == D_INTERNAL:
             info = self.resolver.internal_typeinfo(self.get_varuint64())
         elif kind == D_USER_ID:
@@ -1300,6 +1331,11 @@ cdef class ReadContext(Buffer):
             self.depth -= 1
         else:
             raise MalformedDataError(f"unknown type kind {kind} at offset {self.pos}")
+        if wire_kind >= 0 and wire_kind != info.wire_kind:
+            raise _error.SchemaMismatchError(
+                f"{info.cls!r} was written by a {WIRE_KIND_NAMES.get(wire_kind, wire_kind)} "
+                f"serializer but this side uses a {WIRE_KIND_NAMES.get(info.wire_kind, info.wire_kind)} "
+                "serializer: the class differs between writer and reader")
         self.types.append(info)
         if self.policy is not None and kind != D_INTERNAL:
             self.policy.validate_class(info.cls, kind == D_BY_VALUE)
@@ -1455,7 +1491,8 @@ cdef class Fory:
                 raise MalformedDataError(
                     f"{ctx.size - ctx.pos} unexpected byte(s) after the value at offset {ctx.pos}")
             return obj
-        except ForyError:
+        except (ForyError, MemoryError, SystemError, KeyboardInterrupt):
+            # MemoryError / SystemError would be bugs on our side: never disguise them
             raise
         except RecursionError as e:
             raise DepthLimitError(f"payload nests too deeply: {e}") from e
