@@ -1491,12 +1491,13 @@ cdef class Fory:
                 raise MalformedDataError(
                     f"{ctx.size - ctx.pos} unexpected byte(s) after the value at offset {ctx.pos}")
             return obj
-        except (ForyError, MemoryError, SystemError, KeyboardInterrupt):
-            # MemoryError / SystemError would be bugs on our side: never disguise them
+        except ForyError:
             raise
         except RecursionError as e:
             raise DepthLimitError(f"payload nests too deeply: {e}") from e
         except Exception as e:
+            # whatever a constructor, __setstate__ or reduce callable raised (the
+            # original stays visible as __cause__)
             raise _error.DeserializationError(
                 f"failed to rebuild an object from the payload: {type(e).__name__}: {e}") from e
         finally:
