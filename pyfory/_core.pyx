@@ -1021,11 +1021,13 @@ cdef class ReadContext(Buffer):
         raise MalformedDataError(f"unknown value tag {tag} at offset {self.pos - 1}")
 
     cdef object read_buffer_body(self, bint writable):
-        """The bytes of a buffer: a view of the out-of-band buffer the caller passed
-        (no copy), or a copy out of the payload (a bytearray when `writable`)."""
+        """The bytes of a buffer: for an out-of-band buffer, the object the caller
+        passed (or a flat view of it), never a copy; in band, a copy out of the
+        payload (a bytearray when `writable`, else bytes)."""
         cdef uint64_t h = self.get_varuint64()
         cdef uint64_t n = h >> 1
         cdef const uint8_t* p
+        cdef Py_buffer view
         if h & 1:
             if self.buffers is None:
                 raise _error.OutOfBandBufferError(
@@ -1034,17 +1036,29 @@ cdef class ReadContext(Buffer):
                 raise _error.OutOfBandBufferError(
                     f"too few out-of-band buffers: {len(self.buffers)} given, the payload "
                     f"needs at least {self.buffer_index + 1}")
+            buf = self.buffers[self.buffer_index]
+            if isinstance(buf, BufferObject):
+                buf = buf.getbuffer()
+            if not PyObject_CheckBuffer(buf):
+                raise _error.OutOfBandBufferError(
+                    f"out-of-band buffer #{self.buffer_index} ({type(buf).__name__}) does not "
+                    "expose the buffer protocol")
             try:
-                view = _as_view(self.buffers[self.buffer_index])
-            except (TypeError, ValueError) as e:
+                PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+            except BufferError as e:
                 raise _error.OutOfBandBufferError(
-                    f"out-of-band buffer #{self.buffer_index} is not usable: {e}") from None
-            if <uint64_t>view.nbytes != n:
+                    f"out-of-band buffer #{self.buffer_index} is not contiguous: {e}") from None
+            size = view.len
+            PyBuffer_Release(&view)
+            if <uint64_t>size != n:
                 raise _error.OutOfBandBufferError(
-                    f"out-of-band buffer #{self.buffer_index} has {view.nbytes} bytes, "
+                    f"out-of-band buffer #{self.buffer_index} has {size} bytes, "
                     f"the payload expects {n}")
             self.buffer_index += 1
-            return view
+            # Hand back the caller's own object rather than a memoryview made here:
+            # CPython <= 3.12 can crash collecting a PickleBuffer over a memoryview
+            # when both end up in a garbage cycle.
+            return buf
         if n > <uint64_t>(self.size - self.pos):
             self.raise_truncated(<Py_ssize_t>min(n, <uint64_t>0x7FFFFFFFFFFFFFFF))
         p = self.take(<Py_ssize_t>n)
@@ -1059,17 +1073,14 @@ cdef class ReadContext(Buffer):
         if kind == B_BYTES:
             data = self.read_buffer_body(False)
             if type(data) is not bytes:
-                data = data.obj if type(data.obj) is bytes and len(data.obj) == data.nbytes else bytes(data)
+                data = bytes(data)
         elif kind == B_BYTEARRAY:
             data = self.read_buffer_body(True)
             if type(data) is not bytearray:
-                data = data.obj if type(data.obj) is bytearray and len(data.obj) == data.nbytes else bytearray(data)
+                data = bytearray(data)
         elif kind == B_PICKLEBUFFER:
             readonly = self.get_u8() != 0
-            data = self.read_buffer_body(not readonly)
-            if readonly and type(data) is memoryview and not data.readonly:
-                data = data.toreadonly()
-            data = PickleBuffer(data)
+            data = PickleBuffer(self.read_buffer_body(not readonly))
         elif kind == B_MEMORYVIEW:
             fmt = self.read_str_any()
             ndim = self.get_length()
@@ -1132,7 +1143,7 @@ cdef class ReadContext(Buffer):
     cdef int check_count(self, Py_ssize_t n, Py_ssize_t min_item_size) except -1:
         # a count the remaining input cannot back is rejected before allocating
         if n > self.size - self.pos or n * min_item_size > self.size - self.pos:
-            raise MalformedDataError(
+            raise _error.TruncatedDataError(
                 f"count {n} at offset {self.pos} exceeds what the remaining "
                 f"{self.size - self.pos} byte(s) can hold")
         return 0
@@ -1362,9 +1373,13 @@ cdef class ReadContext(Buffer):
         return self.read_str_any()
 
     def read_buffer(self):
-        """Binary data written with WriteContext.write_buffer: a memoryview of the
-        out-of-band buffer (zero copy) or a bytearray copied out of the payload."""
-        return self.read_buffer_body(True)
+        """Binary data written with WriteContext.write_buffer: a flat memoryview of
+        the out-of-band buffer the caller passed (zero copy), or a bytearray copied
+        out of the payload."""
+        data = self.read_buffer_body(True)
+        if type(data) is bytearray:
+            return data
+        return _as_view(data)
 
     def read_type(self):
         cdef int tag = self.get_u8()
@@ -1459,6 +1474,9 @@ cdef class Fory:
             if ctx.oob_count:
                 ctx.data[3] |= F_OOB
             return ctx.finish()
+        except RecursionError as e:
+            # Python-level serializers nest Python frames; past the interpreter's limit
+            raise DepthLimitError(f"value nests too deeply to serialize: {e}") from e
         finally:
             ctx.end()
 
