@@ -4,6 +4,7 @@
     python -m bench.compare -k dict -k list # workloads whose name contains "dict" or "list"
     python -m bench.compare --quick         # fewer, shorter repeats (a rough look)
     python -m bench.compare --json out.json # also write the raw numbers
+    python -m bench.compare --from-json out.json  # print a saved run's table again
     python bench/compare.py --list          # the workloads and their options
 
 Method. For each workload the object is built once and every contender's round trip is
@@ -13,8 +14,10 @@ autorange (like ``timeit``'s: grow the count until one run takes at least
 ``--min-time``), then is run ``--repeats`` times; the figure is the MEDIAN per-call time.
 Repeats of all contenders of a workload are interleaved (ours, pickle's, ours, ...), so
 drift on a noisy machine hits both sides alike. The garbage collector is off while
-timing, as in ``timeit`` (``--gc`` keeps it on). pickle's numbers do not depend on
-``ref``, so they are measured once per workload and shown on both rows.
+timing, as in ``timeit`` (``--gc`` keeps it on), and the C allocator is warmed first
+(see ``workloads.settle_allocator``: otherwise large payloads time 20x apart depending on
+which workloads ran before). pickle's numbers do not depend on ``ref``, so they are
+measured once per workload and shown on both rows.
 
 Ratios: ``x dumps`` and ``x loads`` are the baseline's time over ours (> 1: pyfory is
 faster); ``size`` is our payload over the baseline's (< 1: pyfory is smaller). The
@@ -97,6 +100,13 @@ class Row:
     ours: Side
     base: Optional[Side]
 
+    def spread(self) -> float:
+        """Largest relative spread (interquartile range / median) of the row's timings:
+        a ratio that differs from 1 by less than this is within the noise."""
+        sides = [self.ours] + ([self.base] if self.base else [])
+        times = [t for side in sides for t in (side.dumps_times, side.loads_times) if len(t) > 1]
+        return max((relative_iqr(t) for t in times), default=0.0)
+
     def ratio(self, what: str) -> Optional[float]:
         if self.base is None:
             return None
@@ -128,9 +138,24 @@ class Results:
             d = asdict(r)
             d["ratio_dumps"], d["ratio_loads"], d["ratio_size"] = (
                 r.ratio("dumps"), r.ratio("loads"), r.ratio("size"))
+            d["spread"] = r.spread()
             rows.append(d)
         return {"meta": self.meta, "rows": rows, "geomeans": geomeans(self.rows),
                 "outcomes": [asdict(o) for o in self.outcomes]}
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "Results":
+        def side(d):
+            return Side(**d) if d else None
+
+        rows = [Row(r["workload"], r["ref"], r["baseline"], side(r["ours"]), side(r["base"]))
+                for r in data["rows"]]
+        return cls(data["meta"], rows, [Outcome(**o) for o in data["outcomes"]])
+
+
+def relative_iqr(times: Sequence[float]) -> float:
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return (q3 - q1) / statistics.median(times)
 
 
 def geomean(values: Sequence[float]) -> Optional[float]:
@@ -143,7 +168,9 @@ def geomean(values: Sequence[float]) -> Optional[float]:
 def geomeans(rows: Sequence[Row]) -> List[Dict[str, Any]]:
     """Geometric means of each ratio column, per baseline: per ref setting and overall."""
     out = []
-    for baseline in sorted({r.baseline for r in rows if r.base is not None}):
+    order = {"pickle": 0, "cloudpickle": 1}
+    for baseline in sorted({r.baseline for r in rows if r.base is not None},
+                           key=lambda b: (order.get(b, 9), b)):
         mine = [r for r in rows if r.baseline == baseline and r.base is not None]
         groups = [(f"ref={ref}", [r for r in mine if r.ref is ref]) for ref in (False, True)]
         groups.append(("all", mine))
@@ -168,6 +195,7 @@ def environment(repeats: int, min_time: float, keep_gc: bool) -> Dict[str, Any]:
         "machine": platform.machine(),
         "processor": platform.processor() or "",
         "cpu_count": os.cpu_count(),
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "pyfory": getattr(pyfory, "__version__", "?"),
         "pyfory_path": os.path.dirname(pyfory.__file__),
         "pickle_protocol": W.PICKLE_PROTOCOL,
@@ -176,6 +204,7 @@ def environment(repeats: int, min_time: float, keep_gc: bool) -> Dict[str, Any]:
         "min_time": min_time,
         "gc_enabled_while_timing": keep_gc,
         "statistic": "median of repeats, seconds per call",
+        "allocator_warmed": True,
     }
 
 
@@ -251,6 +280,7 @@ def run_suite(selected: Sequence[W.Workload], *, repeats: int = DEFAULT_REPEATS,
               cloudpickle_all: bool = False,
               log: Callable[[str], None] = lambda s: None) -> Results:
     """Run the workloads and return the results (also used by a future bench/report.py)."""
+    W.settle_allocator()
     results = Results(environment(repeats, min_time, keep_gc))
     for i, wl in enumerate(selected, 1):
         log(f"[{i}/{len(selected)}] {wl.name}")
@@ -278,8 +308,8 @@ def fmt_size(n: Optional[int]) -> str:
 
 
 HEADERS = ["workload", "ref", "vs", "dumps ours", "dumps base", "x dumps",
-           "loads ours", "loads base", "x loads", "size ours", "size base", "size o/b"]
-RIGHT = {3, 4, 5, 6, 7, 8, 9, 10, 11}
+           "loads ours", "loads base", "x loads", "size ours", "size base", "size o/b", "spread"]
+RIGHT = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 
 
 def table_lines(rows: Sequence[Row]) -> List[str]:
@@ -289,12 +319,13 @@ def table_lines(rows: Sequence[Row]) -> List[str]:
         body.append([r.workload, str(r.ref), r.baseline,
                      fmt_time(r.ours.dumps), fmt_time(b and b.dumps), fmt_ratio(r.ratio("dumps")),
                      fmt_time(r.ours.loads), fmt_time(b and b.loads), fmt_ratio(r.ratio("loads")),
-                     fmt_size(r.ours.size), fmt_size(b and b.size), fmt_ratio(r.ratio("size"), "")])
+                     fmt_size(r.ours.size), fmt_size(b and b.size), fmt_ratio(r.ratio("size"), ""),
+                     f"{r.spread():.0%}"])
     foot = []
     for g in geomeans(rows):
         foot.append([f"geomean ({g['group']}, n={g['n']})", "", g["baseline"], "", "",
                      fmt_ratio(g["dumps"]), "", "", fmt_ratio(g["loads"]), "", "",
-                     fmt_ratio(g["size"], "")])
+                     fmt_ratio(g["size"], ""), ""])
     widths = [max(len(x[i]) for x in [HEADERS, *body, *foot]) for i in range(len(HEADERS))]
 
     def line(cells):
@@ -313,7 +344,13 @@ def report_text(results: Results) -> str:
            f"median of {m['repeats']} repeats (each >= {m['min_time']} s), per call;"
            f" gc {'on' if m['gc_enabled_while_timing'] else 'off'} while timing."
            " x dumps / x loads = base time / our time (>1: pyfory faster);"
-           " size o/b = our bytes / base bytes (<1: pyfory smaller)", ""]
+           " size o/b = our bytes / base bytes (<1: pyfory smaller);"
+           " spread = largest IQR/median of the row's timings (noise)"]
+    load, cpus = m.get("loadavg"), m.get("cpu_count") or 1
+    if load is not None and load[0] > 0.5 * cpus:
+        out.append(f"warning: load average {load[0]:.2f} on {cpus} CPUs before the run: other"
+                   " processes compete for the CPU, so ratios near 1 are noisy")
+    out.append("")
     out += table_lines(results.rows)
     notes = [o for o in results.outcomes if o.status != "ok"]
     if notes:
@@ -339,9 +376,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="also compare with cloudpickle on every workload (default: only where "
                          "the workload asks for it)")
     ap.add_argument("--json", metavar="FILE", help="write the raw numbers as JSON")
+    ap.add_argument("--from-json", metavar="FILE", help="print the table of a saved --json run")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     args = ap.parse_args(argv)
 
+    if args.from_json:
+        with open(args.from_json) as f:
+            print(report_text(Results.from_json(json.load(f))))
+        return 0
     selected = W.select(args.patterns)
     if args.list:
         for wl in selected:

@@ -22,6 +22,7 @@ import pytest
 from bench import workloads as W
 
 pytest.importorskip("pytest_benchmark")
+W.settle_allocator()  # same starting state as compare.py (large payloads depend on it)
 
 
 def _contenders(wl: W.Workload) -> List[str]:

@@ -204,6 +204,21 @@ def available_baselines() -> Dict[str, Codec]:
     return found
 
 
+def settle_allocator() -> None:
+    """Put the C allocator in the steady state of a long-running process before timing.
+
+    glibc's malloc serves large blocks (128 KiB and up, at first) with fresh mmap()s,
+    which cost a page fault per 4 KiB on every call, until the process frees one big
+    mmapped block; then it raises its threshold and reuses heap memory. Without this,
+    ``pickle.dumps`` of 1 MiB of bytes measured 23 us or 450-700 us on the same machine
+    depending only on which workloads ran before it. Allocating and freeing one 16 MiB
+    block (below glibc's 32 MiB cap for the dynamic threshold) makes every run start
+    from the warm state, whatever ``-k`` selects. Harmless on other allocators.
+    """
+    block = bytearray(16 << 20)
+    del block
+
+
 # ---- verification ----------------------------------------------------------------------
 def deep_equal(a, b) -> bool:
     """Equality that also requires the same types inside builtin containers (so that a

@@ -171,11 +171,16 @@ def files() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-def _per_call(fn: Callable[[], object], budget: float = 0.02, repeats: int = 5) -> float:
-    """Median seconds per call over `repeats` runs of about `budget` seconds each."""
-    timer = timeit.Timer(fn)
-    number = max(1, int(budget / max(timer.timeit(1), 1e-7)))
-    return statistics.median(timer.repeat(repeats, number)) / number
+def _per_call(*fns: Callable[[], object], budget: float = 0.01, runs: int = 7) -> list:
+    """Median seconds per call of each fn. The runs of all fns are interleaved, so a
+    burst of noise on a busy machine hits every contender alike."""
+    timers = [timeit.Timer(fn) for fn in fns]
+    numbers = [max(1, int(budget / max(t.timeit(1), 1e-7))) for t in timers]
+    samples: list = [[] for _ in fns]
+    for _ in range(runs):
+        for timer, number, out in zip(timers, numbers, samples):
+            out.append(timer.timeit(number) / number)
+    return [statistics.median(out) for out in samples]
 
 
 def _bar(ratio: float) -> str:
@@ -195,7 +200,7 @@ def speed() -> None:
         "3-key dict (per call)": {"id": 1, "name": "ana", "ok": True},
     }
     fory = pyfory.Fory()
-    say("pyfory vs pickle, median of 5 timed runs each.")
+    say("pyfory vs pickle, median of 7 interleaved timed runs each.")
     say("(A quick look: python -m bench.compare runs the full, careful comparison.)")
     for name, obj in workloads.items():
         _race(fory, name, obj)
@@ -204,10 +209,9 @@ def speed() -> None:
 def _race(fory: pyfory.Fory, name: str, obj: object) -> None:
     data, pdata = fory.dumps(obj), pickle.dumps(obj, protocol=5)
     assert fory.loads(data) == obj
-    ours_d = _per_call(lambda: fory.dumps(obj))
-    theirs_d = _per_call(lambda: pickle.dumps(obj, 5))
-    ours_l = _per_call(lambda: fory.loads(data))
-    theirs_l = _per_call(lambda: pickle.loads(pdata))
+    ours_d, theirs_d, ours_l, theirs_l = _per_call(
+        lambda: fory.dumps(obj), lambda: pickle.dumps(obj, 5),
+        lambda: fory.loads(data), lambda: pickle.loads(pdata))
     say()
     say(f"{name}")
     for what, ours, theirs in (("dumps", ours_d, theirs_d), ("loads", ours_l, theirs_l)):

@@ -5,6 +5,7 @@ Helpers are exposed as fixtures (session scoped, so hypothesis tests can use the
 - ``same(a, b)``: deep comparison that checks equality *and* the exact type of every
   value, floats bit for bit (nan, -0.0), Decimals by their exact string form, dict
   key order, and tzinfo/fold of dates and times.
+- ``same_graph(a, b)``: assert_same plus the identity structure (sharing, cycles).
 - ``roundtrip(obj, ref=...)``: dumps with one Fory and loads with the same instance and
   with a fresh, independent one (as a receiver in another process would); both results
   must be the same, the function returns one of them.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import math
 import struct
 
 import pytest
@@ -49,12 +49,10 @@ def assert_same(a, b, path="value"):
     elif t in (set, frozenset):
         assert len(a) == len(b), f"{path}: length {len(b)} != {len(a)}"
         assert a == b, f"{path}: {b!r} != {a!r}"
-        rest = list(b)
+        # the element of b equal to x is unique (a set has no two equal elements)
+        by_value = {y: y for y in b}
         for x in a:
-            # the element of b equal to x is unique (a set has no two equal elements)
-            matches = [y for y in rest if y == x]
-            assert len(matches) == 1, f"{path}: {x!r} not found once in {b!r}"
-            assert_same(x, matches[0], f"{path}{{{x!r}}}")
+            assert_same(x, by_value[x], f"{path}{{{x!r}}}")
     elif t in (datetime.datetime, datetime.time):
         assert a == b, f"{path}: {b!r} != {a!r}"
         assert a.replace(tzinfo=None) == b.replace(tzinfo=None), f"{path}: wall time {b!r} != {a!r}"
@@ -70,19 +68,70 @@ def assert_same(a, b, path="value"):
         assert a == b, f"{path}: {b!r} != {a!r}"
 
 
+_MUTABLE = (list, dict, set, bytearray)
+_IMMUTABLE_CONTAINERS = (tuple, frozenset, bytes)
+
+
+def assert_same_graph(a, b):
+    """Like assert_same, and the object graph of b has the shape of a's: an object
+    reached twice in a is one object in b (cycles included), and distinct mutable
+    objects of a stay distinct in b. Works on cyclic structures."""
+    seen = {}  # id(object of a) -> object of b
+    owner = {}  # id(mutable object of b) -> object of a
+
+    def walk(x, y, path):
+        t = type(x)
+        assert type(y) is t, f"{path}: type {type(y).__name__} != {t.__name__}"
+        if t in _MUTABLE or t in _IMMUTABLE_CONTAINERS:
+            if id(x) in seen:
+                assert seen[id(x)] is y, f"{path}: an object reached twice came back as two objects"
+                return
+            if t in _MUTABLE:
+                assert id(y) not in owner, f"{path}: two distinct objects came back as one"
+                owner[id(y)] = x
+            seen[id(x)] = y
+        if t in (list, tuple):
+            assert len(x) == len(y), f"{path}: length {len(y)} != {len(x)}"
+            for i, (p, q) in enumerate(zip(x, y)):
+                walk(p, q, f"{path}[{i}]")
+        elif t is dict:
+            assert len(x) == len(y), f"{path}: length {len(y)} != {len(x)}"
+            for i, ((kx, vx), (ky, vy)) in enumerate(zip(x.items(), y.items())):
+                walk(kx, ky, f"{path}.keys()[{i}]")
+                walk(vx, vy, f"{path}[{kx!r}]")
+        elif t in (set, frozenset):
+            assert len(x) == len(y), f"{path}: length {len(y)} != {len(x)}"
+            by_value = {q: q for q in y}
+            for p in x:
+                assert p in by_value, f"{path}: {p!r} missing"
+                walk(p, by_value[p], f"{path}{{{p!r}}}")
+        else:
+            assert_same(x, y, path)
+
+    walk(a, b, "value")
+
+
 def _roundtrip(obj, ref=False, **kwargs):
     writer = pyfory.Fory(ref=ref, **kwargs)
     data = writer.dumps(obj)
     assert isinstance(data, bytes)
     same_instance = writer.loads(data)
     fresh = pyfory.Fory(ref=ref, **kwargs).loads(data)
-    assert_same(same_instance, fresh, "result of the writer instance vs a fresh reader")
+    if ref:
+        assert_same_graph(same_instance, fresh)
+    else:
+        assert_same(same_instance, fresh, "result of the writer instance vs a fresh reader")
     return fresh
 
 
 @pytest.fixture(scope="session")
 def same():
     return assert_same
+
+
+@pytest.fixture(scope="session")
+def same_graph():
+    return assert_same_graph
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +142,3 @@ def roundtrip():
 @pytest.fixture(params=[False, True], ids=["ref=False", "ref=True"])
 def ref(request):
     return request.param
-
-
-@pytest.fixture(scope="session")
-def is_nan():
-    return lambda x: isinstance(x, float) and math.isnan(x)

@@ -342,7 +342,7 @@ CONTAINERS = [
     _p({"x": "1", "y": "é"}, "dict-str-str"),
     _p({"x": 1, "y": 2**70}, "dict-str-bigint"),
     _p({"x": 1, "y": True}, "dict-int-and-bool-values"),
-    _p({1: "a", True: "b"}, "dict-int-key-then-bool"),
+    _p(dict([(1, "a"), (True, "b"), (False, "c")]), "dict-int-key-then-bool"),
     _p({2: "a", 1.5: "b", None: "c", (1, 2): "d", frozenset({1}): "e", "s": "f", b"b": "g"},
        "dict-mixed-keys"),
     _p({i: str(i) for i in range(100, 0, -1)}, "dict-insertion-order"),
@@ -372,7 +372,7 @@ def test_dict_insertion_order_after_deletes(ref, roundtrip):
     assert list(result.items()) == list(d.items())
 
 
-@pytest.mark.parametrize("n", [1, 2, 100, 100_000])
+@pytest.mark.parametrize("n", [1, 2, 100, 20_000])
 def test_large_homogeneous_lists(n, ref, roundtrip, same):
     obj = {
         "ints": list(range(-n // 2, n - n // 2)),
