@@ -3,11 +3,13 @@
 import importlib.util as _importlib_util
 import os as _os
 import sys as _sys
+import threading as _threading
 
 from pyfory import error
 from pyfory._buffer import Buffer
 from pyfory._core import Fory, ReadContext, Serializer, TypeInfo, WriteContext
 from pyfory.buffers import BufferObject
+from pyfory.classes import list_registry_pickle_by_value, register_pickle_by_value, unregister_pickle_by_value
 from pyfory.error import ForyError
 from pyfory.policy import DeserializationPolicy
 from pyfory.threadsafe import ThreadSafeFory
@@ -26,7 +28,60 @@ __all__ = [
     "TypeInfo",
     "ForyError",
     "error",
+    "dumps",
+    "loads",
+    "dump",
+    "load",
+    "register_pickle_by_value",
+    "unregister_pickle_by_value",
+    "list_registry_pickle_by_value",
 ]
+
+
+# ---- pickle-style module functions ------------------------------------------------------
+# Nesting as deep as pickle's default recursion limit allows.
+_PICKLE_STYLE_MAX_DEPTH = 1000
+_local = _threading.local()
+
+
+def _thread_fory() -> Fory:
+    fory = getattr(_local, "fory", None)
+    if fory is None:
+        fory = _local.fory = Fory(ref=True, strict=False, max_depth=_PICKLE_STYLE_MAX_DEPTH)
+    return fory
+
+
+def dumps(obj, protocol=None, *, buffer_callback=None) -> bytes:
+    """Serialize any object, like ``cloudpickle.dumps``: functions, lambdas, closures and
+    classes the receiver cannot import travel by value; shared and circular references
+    are kept (a per-thread ``Fory(ref=True, strict=False)``). ``protocol`` is accepted
+    and ignored, so that ``pickle.dumps(obj, 5)`` call sites work unchanged.
+
+    Same trust model as pickle: only load payloads from sources you trust, since loading
+    one can run arbitrary code. For untrusted input use ``Fory(strict=True)`` with
+    registered classes."""
+    return _thread_fory().dumps(obj, buffer_callback=buffer_callback)
+
+
+def loads(data, *, buffers=None):
+    """Deserialize a payload written by ``pyfory.dumps`` (or any ``Fory(ref=True)``).
+
+    Same trust model as ``pickle.loads``: a payload can carry code and run it while it is
+    loaded. Never load data from an untrusted source with this function."""
+    return _thread_fory().loads(data, buffers=buffers)
+
+
+def dump(obj, file, protocol=None) -> None:
+    """Write obj to a binary file like ``pickle.dump`` (length-prefixed, so several values
+    can follow each other); read it back with ``pyfory.load``. ``protocol`` is ignored.
+    Same trust model as pickle."""
+    _thread_fory().dump(obj, file)
+
+
+def load(file):
+    """Read one value written by ``pyfory.dump`` from a binary file. Same trust model as
+    ``pickle.load``: only load files from sources you trust."""
+    return _thread_fory().load(file)
 
 
 def _source_checkout_integrations() -> None:

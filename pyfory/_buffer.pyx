@@ -3,7 +3,8 @@
 from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t, int32_t, int16_t, int8_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_ANY_CONTIGUOUS
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_ANY_CONTIGUOUS,
+                             PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES)
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeLatin1, PyUnicode_DecodeASCII
@@ -342,3 +343,74 @@ cdef class Buffer:
         if (h & 3) == 3 or (h & 4):
             raise MalformedDataError("unexpected string reference in a plain string")
         return self.get_str_body(h)
+
+
+cdef char* FORMAT_B = b"B"
+
+
+cdef class BufferObject:
+    """One out-of-band buffer: a view of the original memory, never a copy.
+
+    It exposes the buffer protocol (flat bytes), like pickle.PickleBuffer, so
+    `bytes(bo)`, `bytearray(bo)`, `memoryview(bo)` and `sock.sendall(bo)` work on it.
+    """
+
+    cdef public object _view          # the memoryview handed out by getbuffer()
+    cdef Py_ssize_t _nbytes
+    cdef Py_ssize_t _one
+
+    def __init__(self, view):
+        view = memoryview(view)
+        if not view.c_contiguous:
+            raise ValueError("a BufferObject needs C-contiguous memory")
+        self._view = view
+        self._nbytes = view.nbytes
+        self._one = 1
+
+    def getbuffer(self):
+        """The memory as a memoryview (format and shape kept; zero copy)."""
+        return self._view
+
+    def raw(self):
+        """The memory as a flat memoryview of bytes (format 'B')."""
+        view = self._view
+        if view.format == "B" and view.ndim == 1:
+            return view
+        return view.cast("B")
+
+    def total_bytes(self):
+        return self._nbytes
+
+    def write_to(self, stream):
+        stream.write(self.raw())
+
+    def __len__(self):
+        return self._nbytes
+
+    def __repr__(self):
+        return f"BufferObject({self._nbytes} bytes)"
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        cdef Py_buffer src
+        if (flags & PyBUF_WRITABLE) == PyBUF_WRITABLE and self._view.readonly:
+            raise BufferError("the buffer is read-only")
+        # borrow the pointer: self._view keeps the memory alive while we exist
+        PyObject_GetBuffer(self._view, &src, PyBUF_SIMPLE)
+        buffer.buf = src.buf
+        PyBuffer_Release(&src)
+        buffer.len = self._nbytes
+        buffer.readonly = self._view.readonly
+        buffer.itemsize = 1
+        if (flags & PyBUF_FORMAT) == PyBUF_FORMAT:
+            buffer.format = FORMAT_B
+        else:
+            buffer.format = NULL
+        buffer.ndim = 1
+        buffer.shape = &self._nbytes if (flags & PyBUF_ND) == PyBUF_ND else NULL
+        buffer.strides = &self._one if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+        buffer.obj = self
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        pass

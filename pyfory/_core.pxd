@@ -49,6 +49,7 @@ cdef class WriteContext(Buffer):
     cdef object resolver
     cdef dict type_cache
     cdef bint ref
+    cdef bint ref_strict                 # the Fory's strict flag
     cdef bint in_use
     cdef Py_ssize_t depth
     cdef Py_ssize_t max_depth

@@ -31,6 +31,17 @@ from pyfory import error as _error
 from pyfory.buffers import BufferObject, OOB_THRESHOLD, as_view as _as_view
 
 cdef object PickleBuffer = _pickle.PickleBuffer
+
+
+cdef void* _buffer_address(object obj) except? NULL:
+    cdef Py_buffer view
+    cdef void* address
+    PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE)
+    address = view.buf
+    PyBuffer_Release(&view)
+    return address
+import copyreg as _copyreg
+cdef dict _copyreg_dispatch = _copyreg.dispatch_table
 # memoryview formats that memoryview.cast() can rebuild on the reading side
 _CASTABLE = frozenset("bBhHiIlLqQnNfd?cePe")
 from pyfory.error import (
@@ -336,6 +347,7 @@ cdef class WriteContext(Buffer):
         self.type_cache = fory._type_cache
         self.max_depth = fory.max_depth
         self.ref = fory.ref
+        self.ref_strict = fory.strict
         self.overrides = fory.resolver.builtin_overrides
         self.in_use = False
         self.scratch = None
@@ -445,7 +457,8 @@ cdef class WriteContext(Buffer):
             return self.put_double(d)
         cached = PyDict_GetItem(self.type_cache, t)
         if cached == NULL:
-            if PyType_Check(obj):
+            if PyType_Check(obj) and (t is type or self.ref_strict or t not in _copyreg_dispatch):
+                # a class (pickle, too, names it unless its metaclass has a reducer)
                 return self.write_class(obj)
             info = self.resolver.get_typeinfo(t)
         else:
@@ -709,7 +722,7 @@ cdef class WriteContext(Buffer):
             if is_list:
                 # user code (a __reduce__) may shrink the list while we write it
                 if i >= PyList_GET_SIZE(seq):
-                    raise SerializationError("list changed size during serialization")
+                    raise _error.ChangedDuringSerializationError("list changed size during iteration")
                 self.write_any(<object>PyList_GET_ITEM(seq, i))
             else:
                 self.write_any(<object>PyTuple_GET_ITEM(seq, i))
@@ -799,7 +812,7 @@ cdef class WriteContext(Buffer):
                     self.write_any(value)
                 count += 1
             if count != n or PyDict_Size(obj) != n:
-                raise SerializationError("dict changed size during serialization")
+                raise _error.ChangedDuringSerializationError("dict changed size during iteration")
         self.depth -= 1
         return 0
 
@@ -841,7 +854,7 @@ cdef class WriteContext(Buffer):
                 self.write_any(item)
             count += 1
         if count != n:
-            raise SerializationError("set changed size during serialization")
+            raise _error.ChangedDuringSerializationError("set changed size during iteration")
         self.depth -= 1
         if self.ref and tag == T_FROZENSET:
             idx = ptable_get(&self.memo, <PyObject*>obj)
@@ -1055,9 +1068,21 @@ cdef class ReadContext(Buffer):
                     f"out-of-band buffer #{self.buffer_index} has {size} bytes, "
                     f"the payload expects {n}")
             self.buffer_index += 1
-            # Hand back the caller's own object rather than a memoryview made here:
-            # CPython <= 3.12 can crash collecting a PickleBuffer over a memoryview
-            # when both end up in a garbage cycle.
+            # Hand back the caller's own object, and for a memoryview that covers all of
+            # its object, that object (as pickle's consumers see it through
+            # memoryview(x).obj). This also keeps PickleBuffers off memoryviews:
+            # CPython <= 3.12 can crash collecting a PickleBuffer over a memoryview when
+            # both end up in a garbage cycle.
+            if type(buf) is memoryview:
+                base = (<object>buf).obj
+                if base is not None and type(base) is not memoryview and PyObject_CheckBuffer(base):
+                    try:
+                        PyObject_GetBuffer(base, &view, PyBUF_SIMPLE)
+                    except BufferError:
+                        return buf
+                    if view.len == size and view.buf == _buffer_address(buf):
+                        buf = base
+                    PyBuffer_Release(&view)
             return buf
         if n > <uint64_t>(self.size - self.pos):
             self.raise_truncated(<Py_ssize_t>min(n, <uint64_t>0x7FFFFFFFFFFFFFFF))
@@ -1487,6 +1512,8 @@ cdef class Fory:
         (read in place, not copied). `buffers`: the out-of-band buffers, in order."""
         cdef ReadContext ctx = self._rctx
         cdef uint8_t flags
+        if buffers is not None:
+            buffers = list(buffers)
         if ctx.in_use:
             ctx = ReadContext(self)
         ctx.begin(data)
@@ -1503,7 +1530,7 @@ cdef class Fory:
                 raise _error.OutOfBandBufferError(
                     "the payload has out-of-band buffers: pass them as loads(data, buffers=[...])")
             ctx.pos = HEADER_SIZE
-            ctx.buffers = None if buffers is None else list(buffers)
+            ctx.buffers = buffers
             obj = ctx.read_any()
             if ctx.pos != ctx.size:
                 raise MalformedDataError(

@@ -8,15 +8,27 @@ with ``cls.__new__(cls)`` (as pickle does), registered for back-references, then
 filled, so cycles through attributes work.
 
 Layout index on the wire (before the values):
-  0       the class's declared dataclass fields, verified by a schema hash the first
-          time in a payload (only with compatible=False)
-  1       a new layout follows: varint count, then the names
+  0       the class's declared dataclass fields, verified by a schema hash of the field
+          names the first time in a payload (only with compatible=False)
+  1       a new layout follows: varint count, the names, then the writer's schema:
+          varint 0 (the writer's class is not a dataclass) or 1 followed by
+          varint e + e indexes of names that are *not* fields of the writer's dataclass
+          (extra attributes), and varint a + a names of fields that the instance lacks
   k >= 2  layout number k - 2 of this class in this payload
+
+Schema evolution (compatible mode, the default): names are matched by name, so reordered
+fields load; a name that was a dataclass field for the writer and is not one for the
+reader (a removed field) is skipped; a field of the reader's dataclass that the writer's
+class did not have (an added field) takes its default or default_factory. Attributes that
+are not fields are kept, as pickle keeps them. A name that the reader's class cannot hold
+(no ``__dict__`` and not one of its ``__slots__``) is skipped. Plain classes have no
+declared fields: an attribute added since takes a class-level default by ordinary
+attribute lookup.
 """
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
-from cpython.dict cimport PyDict_SetItem, PyDict_GetItem
+from cpython.dict cimport PyDict_SetItem
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 
@@ -25,15 +37,14 @@ from pyfory._core cimport Serializer, WriteContext, ReadContext
 import copyreg
 import dataclasses
 import zlib
+from sys import intern
 
 from pyfory.error import MalformedDataError, SchemaMismatchError, SerializationError
 
 cdef extern from "Python.h":
     bint PyDict_Next(object p, Py_ssize_t *ppos, PyObject* *pkey, PyObject* *pvalue)
     object PyObject_GenericGetDict(object o, void* context)
-    int PyObject_GenericSetDict(object o, object value, void* context) except -1
-    dict _PyDict_NewPresized(Py_ssize_t minused)
-    object PyObject_Call(object callable, object args, object kwargs)
+    int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
 cdef extern from *:
     """
@@ -45,17 +56,43 @@ cdef extern from *:
         }
         return t->tp_new(t, args, NULL);
     }
+    /* An instance of a tuple subclass with n empty (NULL) items, as tuple.__new__(cls, ...)
+       allocates it; the caller fills every item before anyone else sees the object. */
+    static PyObject* pyfory_tuple_alloc(PyObject* cls, Py_ssize_t n) {
+        PyTypeObject* t = (PyTypeObject*)cls;
+        return t->tp_alloc(t, n);
+    }
+    static void pyfory_tuple_set(PyObject* tup, Py_ssize_t i, PyObject* item) {
+        Py_INCREF(item);
+        PyTuple_SET_ITEM(tup, i, item);
+    }
     """
     object call_tp_new "pyfory_call_tp_new"(object cls, object args)
+    object tuple_alloc "pyfory_tuple_alloc"(object cls, Py_ssize_t n)
+    void tuple_set "pyfory_tuple_set"(object tup, Py_ssize_t i, object item)
 
 cdef tuple EMPTY = ()
-cdef int MAX_INLINE_NAMES = 64
 
 # what a name of an incoming layout becomes on this side
 cdef enum:
-    A_DICT = 0      # goes into the instance __dict__
-    A_SLOT = 1      # set with setattr (a __slots__ member)
-    A_SKIP = 2      # a dataclass field this side no longer has
+    A_SET = 0       # object.__setattr__: an instance attribute or a __slots__ member
+    A_RAW = 1       # straight into the instance __dict__: the class has a data descriptor
+                    # (a property, ...) of that name, which pickle's state update bypasses
+    A_SKIP = 2      # a removed field, or a name this class cannot hold
+
+
+def _is_data_descriptor(cls, name) -> bool:
+    for base in cls.__mro__:
+        attr = base.__dict__.get(name, base)
+        if attr is not base:
+            kind = type(attr)
+            return hasattr(kind, "__set__") or hasattr(kind, "__delete__")
+    return False
+
+
+def schema_hash(field_names) -> int:
+    """crc32 of the field names in order: what compatible=False checks."""
+    return zlib.crc32(",".join(field_names).encode("utf-8", "surrogatepass"))
 
 
 cdef class _WriteState:
@@ -75,9 +112,8 @@ cdef class _WriteState:
 cdef class _ReadLayout:
     cdef tuple names
     cdef bytes actions          # one A_* per name
-    cdef bint any_slot
-    cdef bint any_skip
-    cdef list missing           # dataclass fields absent from the layout: (name, default, factory)
+    cdef bint simple            # every action is A_SET
+    cdef list missing           # dataclass fields to fill: (name, action, default, has_default, factory)
 
 
 cdef class _ReadState:
@@ -94,10 +130,9 @@ cdef class ObjectSerializer(Serializer):
     cdef public tuple slot_names
     cdef public bint is_dataclass
     cdef tuple field_names
-    cdef dict field_info          # name -> (default, factory) for dataclass fields
+    cdef dict field_info          # name -> (default, has_default, factory) for dataclass fields
     cdef uint32_t schema_hash
     cdef bint compatible
-    cdef bint custom_new          # cls.__new__ is not object.__new__: it may set attributes
     cdef _ReadLayout declared
 
     def __init__(self, fory, cls):
@@ -105,7 +140,7 @@ cdef class ObjectSerializer(Serializer):
         self.has_state = True
         self.compatible = fory.compatible if fory is not None else True
         self.slot_names = tuple(copyreg._slotnames(cls))
-        self.uses_dict = hasattr(cls, "__dictoffset__") and cls.__dictoffset__ != 0
+        self.uses_dict = cls.__dictoffset__ != 0
         self.is_dataclass = dataclasses.is_dataclass(cls)
         self.field_info = {}
         if self.is_dataclass:
@@ -121,10 +156,8 @@ cdef class ObjectSerializer(Serializer):
                 )
         else:
             self.field_names = EMPTY
-        self.schema_hash = zlib.crc32(
-            (cls.__qualname__ + "|" + ",".join(self.field_names)).encode("utf-8", "surrogatepass"))
-        self.custom_new = cls.__new__ is not object.__new__
-        self.declared = self.make_layout(self.field_names)
+        self.schema_hash = schema_hash(self.field_names)
+        self.declared = self.make_layout(self.field_names, True, None, None)
 
     # -- writing --
     cpdef write(self, WriteContext ctx, obj):
@@ -141,16 +174,40 @@ cdef class ObjectSerializer(Serializer):
             ctx.scratch[self] = st
         return st
 
+    cdef int write_layout(self, WriteContext ctx, tuple names, obj) except -1:
+        cdef Py_ssize_t i
+        ctx.put_varuint64(1)
+        ctx.put_varuint64(len(names))
+        for name in names:
+            if type(name) is not str:
+                raise SerializationError(
+                    f"attribute name {name!r} of a {type(obj).__qualname__} is not a str")
+            ctx.write_str_dedup(name)
+        if not self.is_dataclass:
+            ctx.put_varuint64(0)
+            return 0
+        ctx.put_varuint64(1)
+        extras = [i for i, name in enumerate(names) if name not in self.field_info]
+        ctx.put_varuint64(len(extras))
+        for i in extras:
+            ctx.put_varuint64(i)
+        present = set(names)
+        absent = [name for name in self.field_names if name not in present]
+        ctx.put_varuint64(len(absent))
+        for name in absent:
+            ctx.write_str_dedup(name)
+        return 0
+
     cpdef write_state(self, WriteContext ctx, obj):
         cdef _WriteState st = self.write_state_for(ctx)
         cdef object d = None
-        cdef Py_ssize_t pos = 0, n = 0, i, idx
+        cdef Py_ssize_t pos = 0, n = 0, nslots = 0, i, idx
         cdef PyObject* k
         cdef PyObject* v
         cdef tuple last = st.last
         cdef bint same
         cdef list slot_values = None
-        cdef list names_list
+        cdef list names_list = None
         if self.uses_dict:
             d = PyObject_GenericGetDict(obj, NULL)
             n = len(d)
@@ -159,13 +216,15 @@ cdef class ObjectSerializer(Serializer):
             names_list = []
             for name in self.slot_names:
                 try:
-                    slot_values.append(getattr(obj, name))
-                    names_list.append(name)
+                    value = getattr(obj, name)
                 except AttributeError:
-                    pass
+                    continue
+                slot_values.append(value)
+                names_list.append(name)
+            nslots = len(names_list)
         # is it the layout of the previous instance? (compare names by identity:
         # attribute names are interned, so this is the common case and cheap)
-        same = last is not None and PyTuple_GET_SIZE(last) == n + (len(slot_values) if slot_values is not None else 0)
+        same = last is not None and PyTuple_GET_SIZE(last) == n + nslots
         if same and d is not None:
             i = 0
             while PyDict_Next(d, &pos, &k, &v):
@@ -173,28 +232,23 @@ cdef class ObjectSerializer(Serializer):
                     same = False
                     break
                 i += 1
-        if same and slot_values is not None:
-            for i in range(len(names_list)):
-                if names_list[i] is not <object>PyTuple_GET_ITEM(last, n + i):
+        if same and nslots:
+            for i in range(nslots):
+                if <PyObject*>names_list[i] != PyTuple_GET_ITEM(last, n + i):
                     same = False
                     break
         if same:
             idx = st.last_index
         else:
-            names = (tuple(d) if d is not None else EMPTY) + (tuple(names_list) if slot_values is not None else EMPTY)
-            if (not self.compatible and self.is_dataclass and names == self.field_names):
+            names = (tuple(d) if d is not None else EMPTY) + (tuple(names_list) if nslots else EMPTY)
+            if not self.compatible and self.is_dataclass and names == self.field_names:
                 idx = -1
             else:
                 found = st.index.get(names)
                 if found is None:
                     idx = len(st.index)
                     st.index[names] = idx
-                    ctx.put_varuint64(1)
-                    ctx.put_varuint64(len(names))
-                    for name in names:
-                        if type(name) is not str:
-                            raise TypeError(f"attribute name {name!r} of {type(obj).__name__} is not a str")
-                        ctx.write_str_dedup(name)
+                    self.write_layout(ctx, names, obj)
                     idx = -2   # already written
                 else:
                     idx = found
@@ -218,8 +272,8 @@ cdef class ObjectSerializer(Serializer):
                 i += 1
             if i != n or len(d) != n:
                 raise SerializationError(
-                    f"attributes of a {type(obj).__name__} changed while it was serialized")
-        if slot_values is not None:
+                    f"attributes of a {type(obj).__qualname__} changed while it was serialized")
+        if nslots:
             for value in slot_values:
                 ctx.write_any(value)
 
@@ -228,31 +282,69 @@ cdef class ObjectSerializer(Serializer):
         # cls.__new__(cls), through the type slot (what copyreg.__newobj__ ends up doing)
         return call_tp_new(self.cls, EMPTY)
 
-    cdef _ReadLayout make_layout(self, tuple names):
+    cdef uint8_t action_for(self, name):
+        if name in self.slot_names:
+            return A_SET
+        if not self.uses_dict:
+            return A_SKIP           # nowhere to put it (a slot removed since)
+        if _is_data_descriptor(self.cls, name):
+            return A_RAW
+        return A_SET
+
+    cdef _ReadLayout make_layout(self, tuple names, bint writer_is_dataclass, set extras, set absent):
+        """How to apply `names` (a writer's layout) to instances of our class.
+        extras: indexes of names that were not fields of the writer's dataclass;
+        absent: fields of the writer's dataclass that its instance did not have."""
         cdef _ReadLayout lay = _ReadLayout()
         cdef bytearray actions = bytearray(len(names))
-        cdef set slots = set(self.slot_names)
         lay.names = names
-        lay.any_slot = False
-        lay.any_skip = False
+        lay.simple = True
         for i, name in enumerate(names):
-            if name in slots:
-                actions[i] = A_SLOT
-                lay.any_slot = True
-            elif self.is_dataclass and name not in self.field_info:
-                # a field the writer's class had and ours has not: skip it
-                actions[i] = A_SKIP
-                lay.any_skip = True
+            if (self.is_dataclass and writer_is_dataclass and name not in self.field_info
+                    and name not in self.slot_names and (extras is None or i not in extras)):
+                actions[i] = A_SKIP     # a field the writer's class had and ours has not
             else:
-                actions[i] = A_DICT
+                actions[i] = self.action_for(name)
+            if actions[i] != A_SET:
+                lay.simple = False
         lay.actions = bytes(actions)
         lay.missing = None
         if self.is_dataclass:
             present = set(names)
-            missing = [(name, info) for name, info in self.field_info.items() if name not in present]
+            missing = [(name, self.action_for(name)) + info for name, info in self.field_info.items()
+                       if name not in present and (absent is None or name not in absent)]
             if missing:
                 lay.missing = missing
         return lay
+
+    cdef _ReadLayout read_layout(self, ReadContext ctx):
+        cdef Py_ssize_t n, i, count
+        cdef uint64_t flag, j
+        cdef set extras = None
+        cdef set absent = None
+        n = ctx.get_length()
+        ctx.check_count(n, 1)
+        # attribute names are interned, as pickle interns them (and as the names of
+        # attributes set in code are): lookups compare them by identity first
+        names = tuple([intern(ctx.read_str_any()) for i in range(n)])
+        flag = ctx.get_varuint64()
+        if flag > 1:
+            raise MalformedDataError(f"bad layout schema flag {flag} at offset {ctx.pos}")
+        if flag == 1:
+            count = ctx.get_length()
+            ctx.check_count(count, 1)
+            if count:
+                extras = set()
+                for i in range(count):
+                    j = ctx.get_varuint64()
+                    if j >= <uint64_t>n:
+                        raise MalformedDataError(f"bad layout index {j} at offset {ctx.pos}")
+                    extras.add(<Py_ssize_t>j)
+            count = ctx.get_length()
+            ctx.check_count(count, 1)
+            if count:
+                absent = set([ctx.read_str_any() for i in range(count)])
+        return self.make_layout(names, flag == 1, extras, absent)
 
     cpdef read_state(self, ReadContext ctx, obj):
         cdef _ReadState st
@@ -260,70 +352,100 @@ cdef class ObjectSerializer(Serializer):
         cdef uint64_t code = ctx.get_varuint64()
         cdef Py_ssize_t n, i
         cdef uint32_t h
-        cdef dict d
         cdef const uint8_t* acts
+        cdef const uint8_t* p
         if ctx.scratch is None:
             ctx.scratch = {}
         st = ctx.scratch.get(self)
         if st is None:
             st = _ReadState()
             ctx.scratch[self] = st
-        if code == 0:
-            if not self.is_dataclass:
-                raise MalformedDataError(f"{self.cls.__qualname__} has no declared schema (offset {ctx.pos})")
-            if not st.schema_checked:
-                memcpy_u32(&h, ctx.take(4))
-                if h != self.schema_hash:
-                    raise SchemaMismatchError(
-                        f"the fields of {self.cls.__module__}.{self.cls.__qualname__} differ between "
-                        "writer and reader; write with compatible=True (the default) to read "
-                        "across class versions")
-                st.schema_checked = True
-            lay = self.declared
-        elif code == 1:
-            n = ctx.get_length()
-            ctx.check_count(n, 1)
-            names = tuple([ctx.read_str_any() for i in range(n)])
-            lay = self.make_layout(names)
-            st.layouts.append(lay)
-        else:
+        if code >= 2:
             if code - 2 >= <uint64_t>PyList_GET_SIZE(st.layouts):
                 raise MalformedDataError(f"unknown layout #{code - 2} at offset {ctx.pos}")
             lay = <_ReadLayout>PyList_GET_ITEM(st.layouts, code - 2)
-        n = PyTuple_GET_SIZE(lay.names)
-        d = _PyDict_NewPresized(n)
-        acts = <const uint8_t*><const char*>lay.actions
-        if not lay.any_slot and not lay.any_skip:
-            for i in range(n):
-                PyDict_SetItem(d, <object>PyTuple_GET_ITEM(lay.names, i), ctx.read_any())
+        elif code == 1:
+            lay = self.read_layout(ctx)
+            st.layouts.append(lay)
         else:
+            if not self.is_dataclass:
+                raise MalformedDataError(
+                    f"{self.cls.__qualname__} has no declared schema (offset {ctx.pos})")
+            if not st.schema_checked:
+                p = ctx.take(4)
+                h = (<uint32_t>p[0]) | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+                if h != self.schema_hash:
+                    raise SchemaMismatchError(
+                        f"the fields of {self.cls.__module__}.{self.cls.__qualname__} differ "
+                        "between writer and reader (schema hash mismatch); write with "
+                        "compatible=True (the default) to read across class versions")
+                st.schema_checked = True
+            lay = self.declared
+        # attributes are set as object.__setattr__ sets them (3.11+: into the instance's
+        # inline values, without building a dict per instance), bypassing a custom
+        # __setattr__ (frozen dataclasses), as pickle's update of the instance dict does
+        n = PyTuple_GET_SIZE(lay.names)
+        if lay.simple:
+            for i in range(n):
+                PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(lay.names, i), ctx.read_any())
+        else:
+            acts = <const uint8_t*><const char*>lay.actions
             for i in range(n):
                 value = ctx.read_any()
-                if acts[i] == A_DICT:
-                    PyDict_SetItem(d, <object>PyTuple_GET_ITEM(lay.names, i), value)
-                elif acts[i] == A_SLOT:
-                    setattr(obj, <object>PyTuple_GET_ITEM(lay.names, i), value)
+                self.apply(obj, acts[i], <object>PyTuple_GET_ITEM(lay.names, i), value)
         if lay.missing is not None:
-            for name, info in lay.missing:
-                default, has_default, factory = info
+            for name, action, default, has_default, factory in lay.missing:
                 if has_default:
-                    d[name] = default
+                    value = default
                 elif factory is not None:
-                    d[name] = factory()
+                    value = factory()
                 else:
                     raise SchemaMismatchError(
                         f"payload has no value for field {name!r} of "
-                        f"{self.cls.__qualname__}, and the field has no default")
-        if self.uses_dict:
-            if self.custom_new:
-                # keep what a custom __new__ may have set, as pickle does
-                PyObject_GenericGetDict(obj, NULL).update(d)
-            else:
-                PyObject_GenericSetDict(obj, d, NULL)
-        elif d:
-            for key, value in d.items():
-                setattr(obj, key, value)
+                        f"{self.cls.__module__}.{self.cls.__qualname__}, and the field has no default")
+                self.apply(obj, action, name, value)
+
+    cdef int apply(self, obj, uint8_t action, name, value) except -1:
+        if action == A_SET:
+            PyObject_GenericSetAttr(obj, name, value)
+        elif action == A_RAW:
+            PyDict_SetItem(PyObject_GenericGetDict(obj, NULL), name, value)
+        return 0
 
 
-cdef inline void memcpy_u32(uint32_t* dst, const uint8_t* src) noexcept:
-    dst[0] = (<uint32_t>src[0]) | (<uint32_t>src[1] << 8) | (<uint32_t>src[2] << 16) | (<uint32_t>src[3] << 24)
+cdef class NamedTupleSerializer(Serializer):
+    """A namedtuple (collections.namedtuple, typing.NamedTuple) by its values, as pickle
+    does (cls.__new__(cls, *values)). When __new__ is the one namedtuple generated, the
+    instance is allocated and filled directly (that __new__ only calls tuple.__new__)."""
+
+    cdef Py_ssize_t nfields
+    cdef bint generated_new
+
+    def __init__(self, fory, cls):
+        Serializer.__init__(self, fory, cls)
+        self.nfields = len(cls._fields)
+        new_globals = getattr(cls.__new__, "__globals__", None)
+        self.generated_new = (new_globals is not None
+                              and new_globals.get("_tuple_new") is tuple.__new__
+                              and getattr(cls.__new__, "__name__", None) == "__new__")
+
+    cpdef write(self, WriteContext ctx, obj):
+        cdef Py_ssize_t i, n = PyTuple_GET_SIZE(obj)
+        ctx.put_varuint64(n)
+        for i in range(n):
+            ctx.write_any(<object>PyTuple_GET_ITEM(obj, i))
+
+    cpdef read(self, ReadContext ctx):
+        cdef Py_ssize_t i, n = ctx.get_length()
+        ctx.check_count(n, 1)
+        if not self.generated_new:
+            values = tuple([ctx.read_any() for i in range(n)])
+            return self.cls.__new__(self.cls, *values)
+        if n != self.nfields:
+            raise SchemaMismatchError(
+                f"{self.cls.__module__}.{self.cls.__qualname__} has {self.nfields} fields, "
+                f"the payload has {n} values")
+        obj = tuple_alloc(self.cls, n)
+        for i in range(n):
+            tuple_set(obj, i, ctx.read_any())
+        return obj

@@ -73,3 +73,10 @@ class DeserializationError(ForyError):
 
 
 __all__.append("DeserializationError")
+
+
+class ChangedDuringSerializationError(SerializationError, RuntimeError):
+    """A container was changed (by code run while serializing it) during iteration."""
+
+
+__all__.append("ChangedDuringSerializationError")

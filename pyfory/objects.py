@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import copyreg
 import enum
@@ -19,11 +20,13 @@ import importlib
 import operator
 import pathlib
 import re
+import struct
 import sys
 import types
 
 from pyfory._core import Serializer, TypeInfo
-from pyfory._objects import ObjectSerializer
+from pyfory._objects import NamedTupleSerializer, ObjectSerializer
+from pyfory.arrays import ArraySerializer
 from pyfory.error import MalformedDataError, SerializationError, TypeNotRegisteredError
 from pyfory.reduce import ReduceSerializer, lookup_global
 
@@ -32,11 +35,34 @@ D_BY_VALUE = 4
 
 _object_getstate = getattr(object, "__getstate__", None)   # 3.11+
 _HEAPTYPE = 1 << 9
+_POINTER_SIZE = struct.calcsize("P")
+
+
+def _only_python_fields(cls) -> bool:
+    """True when an instance holds nothing but its __dict__, __weakref__ and __slots__:
+    the check object.__getstate__ makes before pickling an object by its attributes
+    (a C type, even a heap type, with fields of its own is refused there)."""
+    if cls.__itemsize__:
+        return False
+    size = object.__basicsize__
+    if cls.__dictoffset__ > 0:       # a managed dict (3.11+) takes no room in the object
+        size += _POINTER_SIZE
+    if cls.__weakrefoffset__ > 0:    # nor does a managed weakref list (3.12+)
+        size += _POINTER_SIZE
+    size += _POINTER_SIZE * len(copyreg._slotnames(cls))
+    return cls.__basicsize__ == size
+
+
+def _in_dispatch_table(cls) -> bool:
+    try:
+        return cls in copyreg.dispatch_table
+    except TypeError:       # a class made unhashable by its metaclass cannot be a key
+        return False
 
 
 def _plain_layout(cls) -> bool:
     """True when pickle would rebuild instances as cls.__new__(cls) + attribute state."""
-    if cls in copyreg.dispatch_table:
+    if _in_dispatch_table(cls):
         return False
     if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
         return False
@@ -49,7 +75,7 @@ def _plain_layout(cls) -> bool:
     for base in cls.__mro__[:-1]:
         if not base.__flags__ & _HEAPTYPE:
             return False
-    return cls.__mro__[-1] is object
+    return cls.__mro__[-1] is object and _only_python_fields(cls)
 
 
 def _is_namedtuple(cls) -> bool:
@@ -61,9 +87,19 @@ def _is_namedtuple(cls) -> bool:
 
 def serializer_for_class(fory, cls) -> Serializer:
     if isinstance(cls, type) and issubclass(cls, type):
-        return None            # instances are classes: written as type descriptors
+        # instances are classes, written as type descriptors (by reference or by value),
+        # unless copyreg.dispatch_table has a reducer for the metaclass: pickle asks the
+        # dispatch table before it saves a class as a global
+        if _in_dispatch_table(cls):
+            return ReduceSerializer(fory, cls)
+        return None
     if issubclass(cls, enum.Enum):
-        return EnumSerializer(fory, cls)
+        mode = _enum_mode(cls)
+        if mode == "value":
+            return EnumSerializer(fory, cls)
+        if mode == "name":
+            return EnumByNameSerializer(fory, cls)
+        return ReduceSerializer(fory, cls)
     if _is_namedtuple(cls):
         return NamedTupleSerializer(fory, cls)
     if _plain_layout(cls):
@@ -124,8 +160,26 @@ def strict_allowed_builtin(module: str, qualname: str):
 
 
 # ---- small dedicated serializers ---------------------------------------------------------
+_ENUM_BY_NAME = tuple(f for f in (getattr(enum, "pickle_by_global_name", None),
+                                  getattr(enum, "pickle_by_enum_name", None),
+                                  getattr(enum, "_reduce_ex_by_name", None)) if f is not None)
+
+
+def _enum_mode(cls):
+    """How pickle reduces members of enum class cls: "value" (Enum.__reduce_ex__:
+    cls(value)), "name" (the stdlib's pickle-by-name helpers: the member of that name),
+    or None (a __reduce_ex__ of its own: the reduce protocol decides)."""
+    reduce_ex = cls.__reduce_ex__
+    if reduce_ex is enum.Enum.__reduce_ex__:
+        return "value"
+    if reduce_ex in _ENUM_BY_NAME:
+        return "name"
+    return None
+
+
 class EnumSerializer(Serializer):
-    """An enum member by value: cls(value), as pickle does (also for Flag combinations)."""
+    """An enum member by value, as pickle writes it: cls(value) (also for Flag
+    combinations). Wire kind 3: one value, ``member._value_``."""
 
     def write(self, ctx, obj):
         ctx.write_value(obj._value_)
@@ -134,15 +188,21 @@ class EnumSerializer(Serializer):
         return self.cls(ctx.read_value())
 
 
-class NamedTupleSerializer(Serializer):
+class EnumByNameSerializer(Serializer):
+    """Members of an enum whose __reduce_ex__ is one of enum's pickle-by-name helpers:
+    the member of that name, as pickle finds it. Wire kind 5: str-ref member name."""
+
+    wire_kind = 5
+
     def write(self, ctx, obj):
-        ctx.write_value(tuple(obj))
+        ctx.write_str_ref(obj._name_)
 
     def read(self, ctx):
-        values = ctx.read_value()
-        if type(values) is not tuple:
-            raise MalformedDataError("namedtuple values are not a tuple")
-        return self.cls.__new__(self.cls, *values)
+        name = ctx.read_str_ref()
+        member = self.cls.__members__.get(name)
+        if member is None:
+            raise MalformedDataError(f"{self.cls.__qualname__} has no member {name!r}")
+        return member
 
 
 class _TwoPhase(Serializer):
@@ -154,22 +214,34 @@ class _TwoPhase(Serializer):
 
 
 class OrderedDictSerializer(_TwoPhase):
+    """OrderedDict and Counter: items, then the instance __dict__ (attributes), both in
+    the state phase so that they may refer to the object itself."""
+
     def write(self, ctx, obj):
-        ctx.write_value(obj.__dict__ or None)
+        pass
 
     def read(self, ctx):
-        obj = self.cls()
-        extra = ctx.read_value()
-        if extra:
-            obj.__dict__.update(extra)
-        return obj
+        return self.cls()
 
     def write_state(self, ctx, obj):
         ctx.write_value(list(obj.items()))
+        ctx.write_value(obj.__dict__ or None)
 
     def read_state(self, ctx, obj):
-        for k, v in ctx.read_value():
+        items = ctx.read_value()
+        if type(items) is not list:
+            raise MalformedDataError(f"bad {self.cls.__qualname__} items")
+        for k, v in items:
             obj[k] = v
+        extra = ctx.read_value()
+        if extra:
+            _update_dict(obj, extra)
+
+
+def _update_dict(obj, attrs):
+    if type(attrs) is not dict:
+        raise MalformedDataError(f"bad attributes for a {type(obj).__qualname__}")
+    obj.__dict__.update(attrs)
 
 
 class CounterSerializer(OrderedDictSerializer):
@@ -190,7 +262,10 @@ class DefaultDictSerializer(_TwoPhase):
         ctx.write_value(list(obj.items()))
 
     def read_state(self, ctx, obj):
-        for k, v in ctx.read_value():
+        items = ctx.read_value()
+        if type(items) is not list:
+            raise MalformedDataError("bad defaultdict items")
+        for k, v in items:
             obj[k] = v
 
 
@@ -212,6 +287,8 @@ class DequeSerializer(_TwoPhase):
 
 
 class ChainMapSerializer(_TwoPhase):
+    """ChainMap: its instance __dict__ (``maps`` and any other attribute)."""
+
     def write(self, ctx, obj):
         pass
 
@@ -219,13 +296,13 @@ class ChainMapSerializer(_TwoPhase):
         return self.cls()
 
     def write_state(self, ctx, obj):
-        ctx.write_value(list(obj.maps))
+        ctx.write_value(dict(obj.__dict__))
 
     def read_state(self, ctx, obj):
-        maps = ctx.read_value()
-        if type(maps) is not list or not maps:
+        attrs = ctx.read_value()
+        if type(attrs) is not dict or type(attrs.get("maps")) is not list or not attrs["maps"]:
             raise MalformedDataError("bad ChainMap maps")
-        obj.maps = maps
+        obj.__dict__.update(attrs)
 
 
 class NamespaceSerializer(_TwoPhase):
@@ -239,7 +316,7 @@ class NamespaceSerializer(_TwoPhase):
         ctx.write_value(dict(obj.__dict__))
 
     def read_state(self, ctx, obj):
-        obj.__dict__.update(ctx.read_value())
+        _update_dict(obj, ctx.read_value())
 
 
 class PathSerializer(Serializer):
@@ -307,6 +384,7 @@ def stdlib_types() -> list:
         (operator.itemgetter, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
         (operator.attrgetter, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
         (operator.methodcaller, lambda f, c: ReduceSerializer(f, c, strict_ok=False)),
+        (array.array, ArraySerializer),
     ]
 
 

@@ -31,12 +31,16 @@ F_GLOBAL, F_NEWOBJ, F_NEWOBJ_EX, F_CALL = 0, 1, 2, 3
 S_STATE, S_LIST, S_DICT, S_SETTER = 1, 2, 4, 8
 
 _dispatch_table = copyreg.dispatch_table
+_MISSING = object()
 
 
 def reduce_object(obj, proto: int = 5):
     """What pickle would write for obj: a string or a 2..6-tuple."""
     cls = type(obj)
-    reducer = _dispatch_table.get(cls)
+    try:
+        reducer = _dispatch_table.get(cls)
+    except TypeError:       # a class made unhashable by its metaclass cannot be a key
+        reducer = None
     if reducer is not None:
         rv = reducer(obj)
     else:
@@ -97,9 +101,9 @@ def apply_state(obj, state, policy=None):
     """pickle's BUILD: __setstate__, or (dict_state, slots_state) into the instance."""
     if policy is not None:
         policy.intercept_setstate(obj, state)
-    setstate = getattr(obj, "__setstate__", None)
-    if setstate is not None:
-        setstate(state)
+    setstate = getattr(obj, "__setstate__", _MISSING)
+    if setstate is not _MISSING:
+        setstate(state)         # __setstate__ = None fails here, as in pickle
         return
     slotstate = None
     if isinstance(state, tuple) and len(state) == 2:
@@ -141,6 +145,8 @@ class ReduceSerializer(Serializer):
             ctx.write_uint8(F_GLOBAL)
             ctx.write_str_ref(module)
             ctx.write_str_ref(qualname)
+            if ctx.scratch is not None:
+                ctx.scratch.pop(self, None)
             return
         func, args = rv[0], rv[1]
         if not isinstance(args, tuple):
@@ -163,16 +169,19 @@ class ReduceSerializer(Serializer):
             ctx.write_uint8(F_CALL)
             ctx.write_value(func)
             ctx.write_value(args)
+        # the rest is kept until write_state, which the core calls right after write
+        # (once obj is registered), with nothing written in between; when obj was written
+        # in full while its own arguments were (pickle's POP + GET case), write_state is
+        # not called and the entry is simply replaced by the next object's
         rest = rv[2:]
-        if any(x is not None for x in rest):
-            # kept until write_state, which runs once obj is registered
-            if ctx.scratch is None:
-                ctx.scratch = {}
-            ctx.scratch[(id(obj), "reduce")] = (obj, rest)
+        scratch = ctx.scratch
+        if scratch is None:
+            scratch = ctx.scratch = {}
+        scratch[self] = (obj, rest) if any(x is not None for x in rest) else None
 
     def write_state(self, ctx, obj):
-        entry = ctx.scratch.pop((id(obj), "reduce"), None) if ctx.scratch is not None else None
-        if entry is None:
+        entry = ctx.scratch.pop(self, None) if ctx.scratch is not None else None
+        if entry is None or entry[0] is not obj:
             ctx.write_uint8(0)
             return
         state, listitems, dictitems, setter = (tuple(entry[1]) + (None, None, None, None))[:4]

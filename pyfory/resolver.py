@@ -15,7 +15,7 @@ import fractions
 import uuid
 from typing import Any, Optional
 
-from pyfory import stdlib
+from pyfory import arrays, stdlib
 from pyfory._core import Serializer, TypeInfo
 from pyfory.error import MalformedDataError, TypeNotRegisteredError
 
@@ -63,6 +63,13 @@ def _stdlib_serializers(fory) -> dict:
     return table
 
 
+# Types of optional packages (numpy, ...) have internal ids from here on, reserved
+# whether or not the package is installed: OPTIONAL_ID_BASE + their position in
+# pyfory.arrays.OPTIONAL_TYPES. The core looks them up by class on a cache miss, and the
+# reader imports the package only when a payload names one of these ids.
+OPTIONAL_ID_BASE = 256
+
+
 def _more_internal_types() -> list:
     from pyfory.functions import function_types
     from pyfory.objects import stdlib_types
@@ -87,6 +94,7 @@ class TypeResolver:
         self._by_user_name: dict = {}
         self._by_qualified_name: dict = {}             # (module, qualname) -> TypeInfo
         self._registered: dict = {}                    # cls -> TypeInfo (user registrations)
+        self._unhashable: dict = {}                    # id(cls) -> (cls, TypeInfo)
         # serializers the user registered for exact builtin types the core writes inline
         self.builtin_overrides: Optional[dict] = None
         stdlib_sers = _stdlib_serializers(fory)
@@ -99,6 +107,9 @@ class TypeResolver:
             info = TypeInfo(cls, make(fory, cls), D_INTERNAL, type_id=len(self._by_internal_id))
             self._by_internal_id.append(info)
             self._type_cache.setdefault(cls, info)
+        if len(self._by_internal_id) > OPTIONAL_ID_BASE:  # pragma: no cover
+            raise AssertionError("internal type ids run into the optional types' range")
+        self._optional: dict = {}                      # internal id -> TypeInfo (loaded)
 
     # ---- registration -----------------------------------------------------------------
     def register(self, cls, type_id=None, name=None, serializer=None) -> TypeInfo:
@@ -150,7 +161,15 @@ class TypeResolver:
     # ---- writing ----------------------------------------------------------------------
     def get_typeinfo(self, cls) -> TypeInfo:
         """TypeInfo for writing instances of cls (or cls itself as a value)."""
-        info = self._type_cache.get(cls)
+        try:
+            info = self._type_cache.get(cls)
+        except TypeError:
+            # a class made unhashable by its metaclass: remember it by identity
+            entry = self._unhashable.get(id(cls))
+            if entry is None or entry[0] is not cls:
+                entry = (cls, self._new_typeinfo(cls))
+                self._unhashable[id(cls)] = entry
+            return entry[1]
         if info is not None:
             return info
         info = self._new_typeinfo(cls)
@@ -158,6 +177,9 @@ class TypeResolver:
         return info
 
     def _new_typeinfo(self, cls) -> TypeInfo:
+        position = arrays.class_to_optional_position(cls)
+        if position is not None:
+            return self._optional_typeinfo(OPTIONAL_ID_BASE + position)
         if self.strict:
             from pyfory.objects import serializer_for_class, strict_allowed_builtin
 
@@ -171,7 +193,20 @@ class TypeResolver:
         return typeinfo_for_unregistered(self, cls)
 
     # ---- reading ----------------------------------------------------------------------
+    def _optional_typeinfo(self, type_id: int) -> TypeInfo:
+        """A type of an optional package (numpy, ...): data, allowed in strict mode."""
+        info = self._optional.get(type_id)
+        if info is None:
+            cls, make = arrays.load_optional(type_id - OPTIONAL_ID_BASE)
+            info = TypeInfo(cls, make(self.fory, cls), D_INTERNAL, type_id=type_id)
+            self._optional[type_id] = info
+            self._type_cache.setdefault(cls, info)
+        return info
+
     def internal_typeinfo(self, type_id: int) -> TypeInfo:
+        if type_id >= OPTIONAL_ID_BASE:
+            info = self._optional.get(type_id)
+            return info if info is not None else self._optional_typeinfo(type_id)
         if type_id >= len(self._by_internal_id):
             raise MalformedDataError(f"unknown internal type id {type_id}")
         return self._by_internal_id[type_id]
