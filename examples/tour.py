@@ -171,6 +171,86 @@ def files() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+@section("Functions, lambdas, closures and local classes (like cloudpickle)")
+def code_by_value() -> None:
+    fory = pyfory.Fory(ref=True, strict=False)   # trusted data only: payloads carry code
+    rate = 1.2
+
+    def scaled(x):
+        return x * rate                          # a closure over `rate`
+
+    class Invoice:                               # a local class, methods and all
+        def __init__(self, amount):
+            self.amount = amount
+
+        def total(self):
+            return scaled(self.amount)
+
+    data = fory.dumps([lambda x: x + 1, scaled, Invoice(100)])
+    inc, fn, invoice = fory.loads(data)
+    say(f"lambda(41) -> {inc(41)}, closure(10) -> {fn(10)}, local class method -> {invoice.total()}")
+    say(f"{len(data)} bytes for all three; strict mode refuses them:")
+    try:
+        pyfory.Fory().loads(data)
+    except pyfory.error.ForyError as e:
+        say(f"  {type(e).__name__}: {str(e)[:90]}")
+
+
+@section("Out-of-band buffers: big arrays without copies")
+def out_of_band() -> None:
+    try:
+        import numpy as np
+    except ImportError:
+        say("(numpy is not installed: pip install numpy to see this section)")
+        return
+    fory = pyfory.Fory()
+    array = np.arange(1_000_000, dtype=np.float64)
+    buffers = []
+    payload = fory.dumps({"weights": array}, buffer_callback=lambda b: buffers.append(b) or False)
+    say(f"payload {len(payload)} bytes + {len(buffers)} buffer of {buffers[0].total_bytes():,} bytes")
+    loaded = fory.loads(payload, buffers=[b.getbuffer() for b in buffers])["weights"]
+    say(f"loaded array shares memory with the buffer (no copy): {np.shares_memory(loaded, array)}")
+
+
+@section("multiprocessing and concurrent.futures with lambdas")
+def process_pools() -> None:
+    import multiprocessing
+
+    from pyfory.integrations import multiprocessing as fory_mp
+    from pyfory.integrations.futures import ProcessPoolExecutor
+
+    k = 3
+    with fory_mp.installed():
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            say(f"Pool.map(lambda x: x * k, range(6)) -> {pool.map(lambda x: x * k, range(6))}")
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        say(f"executor.submit(closure) -> {[pool.submit(lambda i: i * k, i).result() for i in range(3)]}")
+
+
+@section("ZeroMQ: objects over sockets, tasks over workers")
+def zeromq() -> None:
+    try:
+        import zmq
+    except ImportError:
+        say("(pyzmq is not installed: pip install pyzmq to see this section)")
+        return
+    from pyfory.integrations import zmq as fory_zmq
+
+    ctx = zmq.Context.instance()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind("inproc://tour")
+    push.connect("inproc://tour")
+    fory_zmq.send(push, {"task": lambda x: x ** 2, "args": (7,)})
+    msg = fory_zmq.recv(pull)
+    say(f"received over inproc: task(*args) -> {msg['task'](*msg['args'])}")
+    push.close()
+    pull.close()
+    with fory_zmq.Executor(local_workers=2) as ex:
+        offset = 100
+        say(f"Executor.map(lambda, ...) on 2 local workers -> {list(ex.map(lambda x: x + offset, range(5)))}")
+
+
+# ---------------------------------------------------------------------------------------
 def _per_call(*fns: Callable[[], object], budget: float = 0.01, runs: int = 7) -> list:
     """Median seconds per call of each fn. The runs of all fns are interleaved, so a
     burst of noise on a busy machine hits every contender alike."""
