@@ -90,7 +90,7 @@ INTERNAL_TYPE_NAMES = [
     "dataclasses._FIELD_BASE", "dataclasses._KW_ONLY_TYPE",
 ]
 # ids whose class has no instance serializer (the class travels, never an instance)
-CLASS_ONLY_IDS = frozenset(range(15)) | {27}
+CLASS_ONLY_IDS = frozenset(range(14))
 # ids that Fory(strict=True) refuses to read
 STRICT_REFUSED_IDS = frozenset(range(40, 50)) | frozenset(range(51, 59)) | {60}
 OPTIONAL_ID_BASE = 256
@@ -967,7 +967,7 @@ class _Decoder:
         if tid in (15, 16):
             one = lambda n, e: [v(n, "start"), v(n, "stop"), v(n, "step")] and None  # noqa: E731
             self.finish(node, entry, discard, False, False, one, None)
-        elif tid in (17, 18):
+        elif tid in (14, 17, 18, 27):   # object(), Ellipsis, NotImplemented, tzinfo(): no bytes
             self.finish(node, entry, discard, False, False, None, None)
         elif tid == 19:
             self.finish(node, entry, discard, False, False, lambda n, e: self.date_part(n), None)

@@ -45,6 +45,8 @@ except ImportError:  # pragma: no cover
 def _stdlib_serializers(fory) -> dict:
     s = stdlib
     table = {
+        object: s.EmptyInstanceSerializer(fory, object),
+        datetime.tzinfo: s.EmptyInstanceSerializer(fory, datetime.tzinfo),
         range: s.RangeSerializer(fory, range),
         slice: s.SliceSerializer(fory, slice),
         type(Ellipsis): s.SingletonSerializer(fory, type(Ellipsis), Ellipsis),

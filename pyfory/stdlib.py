@@ -28,6 +28,16 @@ class SingletonSerializer(Serializer):
         return self.value
 
 
+class EmptyInstanceSerializer(Serializer):
+    """Instances with no state at all: object() (a common sentinel), datetime.tzinfo()."""
+
+    def write(self, ctx, obj):
+        pass
+
+    def read(self, ctx):
+        return self.cls()
+
+
 class RangeSerializer(Serializer):
     def write(self, ctx, obj):
         ctx.write_value(obj.start)
