@@ -14,7 +14,6 @@ import base64
 import dataclasses
 import dis
 import enum
-import functools
 import importlib.util
 import sys
 import types
@@ -234,10 +233,7 @@ DATACLASS_SENTINEL_TYPES = (
 )
 
 
-# ---- functools ----------------------------------------------------------------------------
-LruCacheWrapperType = type(functools.lru_cache(maxsize=None)(len))
-
-
+# ---- typing.TypedDict ----------------------------------------------------------------------
 def is_typeddict_metaclass(meta) -> bool:
     return meta is getattr(typing, "_TypedDictMeta", None)
 

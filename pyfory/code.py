@@ -276,6 +276,10 @@ def read_code(ctx, st: _ReadState):
         if k <= len(codes):
             return codes[k - 1]
         return _table_get(codes, k - 1, "code object")
+    return _read_new_code(ctx, codes)
+
+
+def _read_new_code(ctx, codes):
     data = ctx.read_bytes_and_size()
     code = load_code(data, ctx.read_str_ref())
     codes.append(code)
@@ -559,8 +563,18 @@ def read_function_skeleton(ctx):
     st = scratch.get(_SCRATCH_KEY)
     if st is None:
         st = scratch[_SCRATCH_KEY] = _ReadState()
-    code = read_code(ctx, st)
     read_varuint64 = ctx.read_varuint64
+    codes = st.codes
+    if codes:
+        k = read_varuint64()            # read_code, inlined for the common case
+        if 0 < k <= len(codes):
+            code = codes[k - 1]
+        elif k == 0:
+            code = _read_new_code(ctx, codes)
+        else:
+            code = _table_get(codes, k - 1, "code object")
+    else:
+        code = read_code(ctx, st)
     k = read_varuint64()
     if k < 2:
         g = {"__builtins__": builtins}

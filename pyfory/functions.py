@@ -9,9 +9,8 @@ value (skeleton follows; the state phase carries the rest, see code.py). A funct
 reference has no state phase.
 
 Also here: the serializers of the objects a class body is made of (classmethod,
-staticmethod, property, functools.cached_property, functools.lru_cache wrappers,
-mappingproxy), of typing.TypeVar, and of the dataclasses sentinels that generated
-methods compare by identity.
+staticmethod, property, functools.cached_property, mappingproxy), of typing.TypeVar,
+and of the dataclasses sentinels that generated methods compare by identity.
 """
 
 from __future__ import annotations
@@ -52,7 +51,35 @@ def travels_by_value(func) -> bool:
         return True
 
 
+def read_function(ctx):
+    """FunctionSerializer.read: a function by reference or the skeleton of one by value."""
+    if ctx.fory.strict:
+        _refuse_strict(ctx.fory, "functions")
+    kind = ctx.read_uint8()
+    if kind == BY_VALUE:
+        return code.read_function_skeleton(ctx)
+    if kind == BY_REFERENCE:
+        module = ctx.read_str_ref()
+        qualname = ctx.read_str_ref()
+        policy = ctx.policy
+        if policy is not None:
+            policy.validate_module(module, False)
+        func = lookup_global(module, qualname)
+        if policy is not None:
+            policy.validate_function(func, False)
+        return func
+    raise MalformedDataError(f"bad function kind {kind}")
+
+
 class FunctionSerializer(Serializer):
+    # read, read_state and write_state are plain functions of (ctx, obj): the core's
+    # call of an overridden method then runs them directly, one Python frame less per
+    # function on the hot path. A function by reference has no state: the state
+    # functions do nothing unless a skeleton by value was just written or read.
+    read = staticmethod(read_function)
+    read_state = staticmethod(code.read_function_state)
+    write_state = staticmethod(code.write_function_state)
+
     def __init__(self, fory, cls):
         super().__init__(fory, cls)
         self.track_identity = True
@@ -68,31 +95,6 @@ class FunctionSerializer(Serializer):
         ctx.write_uint8(BY_REFERENCE)
         ctx.write_str_ref(func.__module__)
         ctx.write_str_ref(func.__qualname__)
-
-    def write_state(self, ctx, func):
-        # only a function by value has a state (its skeleton was written just before)
-        code.write_function_state(ctx, func)
-
-    def read(self, ctx):
-        if self.fory.strict:
-            _refuse_strict(self.fory, "functions")
-        kind = ctx.read_uint8()
-        if kind == BY_VALUE:
-            return code.read_function_skeleton(ctx)
-        if kind == BY_REFERENCE:
-            module = ctx.read_str_ref()
-            qualname = ctx.read_str_ref()
-            policy = ctx.policy
-            if policy is not None:
-                policy.validate_module(module, False)
-            func = lookup_global(module, qualname)
-            if policy is not None:
-                policy.validate_function(func, False)
-            return func
-        raise MalformedDataError(f"bad function kind {kind}")
-
-    def read_state(self, ctx, func):
-        code.read_function_state(ctx, func)
 
 
 class MethodSerializer(Serializer):
@@ -282,52 +284,6 @@ class TypeVarSerializer(_CodeCarrier):
         return classes.track(uid, tv)
 
 
-class LruCacheSerializer(_CodeCarrier):
-    """A functools.lru_cache / functools.cache wrapper: by reference when importable,
-    else rebuilt around its wrapped function with the same maxsize and typed (the cached
-    results stay behind)."""
-
-    what = "functools.lru_cache wrappers"
-
-    def write(self, ctx, obj):
-        self._refuse()
-        module = getattr(obj, "__module__", None)
-        qualname = getattr(obj, "__qualname__", None)
-        if (type(module) is str and type(qualname) is str and "<locals>" not in qualname
-                and module != "__main__" and not classes.module_is_by_value(module)
-                and sys.modules.get(module) is not None and _lookup_or_none(module, qualname) is obj):
-            ctx.write_uint8(0)
-            ctx.write_str_ref(module)
-            ctx.write_str_ref(qualname)
-            return
-        params = obj.cache_parameters()
-        ctx.write_uint8(1)
-        ctx.write_value(params["maxsize"])
-        ctx.write_uint8(1 if params["typed"] else 0)
-        ctx.write_value(obj.__wrapped__)
-
-    def read(self, ctx):
-        self._refuse()
-        kind = ctx.read_uint8()
-        if kind == 0:
-            module = ctx.read_str_ref()
-            qualname = ctx.read_str_ref()
-            policy = ctx.policy
-            if policy is not None:
-                policy.validate_module(module, False)
-            return lookup_global(module, qualname)
-        if kind != 1:
-            raise MalformedDataError(f"bad lru_cache kind {kind}")
-        maxsize = ctx.read_value()
-        typed = bool(ctx.read_uint8())
-        func = ctx.read_value()
-        if maxsize is not None and type(maxsize) is not int:
-            raise MalformedDataError("bad lru_cache maxsize")
-        if not callable(func):
-            raise MalformedDataError("lru_cache of a non-callable")
-        return functools.lru_cache(maxsize=maxsize, typed=typed)(func)
-
-
 def _lookup_or_none(module, name):
     try:
         return lookup_global(module, name)
@@ -350,5 +306,4 @@ def function_types() -> list:
         (typing.TypeVar, TypeVarSerializer),
         *[(t, lambda f, c: SentinelSerializer(f, c, _compat.DATACLASS_SENTINELS))
           for t in _compat.DATACLASS_SENTINEL_TYPES],
-        (_compat.LruCacheWrapperType, LruCacheSerializer),
     ]

@@ -22,9 +22,12 @@ SECONDS = float(os.environ.get("PYFORY_FUZZ_SECONDS", "25"))
 
 @pytest.mark.timeout(SECONDS * 4 + 120)
 def test_mutated_payloads_fail_cleanly_in_child_process():
+    # the child imports the same pyfory as this test run, installed or not
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyfory.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(
         [sys.executable, FUZZ_SCRIPT, "--seconds", str(SECONDS)],
-        capture_output=True, text=True, timeout=SECONDS * 4 + 100,
+        capture_output=True, text=True, timeout=SECONDS * 4 + 100, env=env,
     )
     assert proc.returncode == 0, f"fuzzer exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
