@@ -368,26 +368,22 @@ def _order_args(i: int):
             None if i % 3 else f"note {i}")
 
 
-@workload(issue=3, description="5,000 dataclass instances", setup=register(models.Order),
-          pending="issue 3")
+@workload(issue=3, description="5,000 dataclass instances", setup=register(models.Order))
 def dataclasses_5k():
     return [models.Order(*_order_args(i)) for i in range(5_000)]
 
 
-@workload(issue=3, description="5,000 plain objects with __dict__", setup=register(models.PlainOrder),
-          pending="issue 3")
+@workload(issue=3, description="5,000 plain objects with __dict__", setup=register(models.PlainOrder))
 def plain_objects_5k():
     return [models.PlainOrder(*_order_args(i)) for i in range(5_000)]
 
 
-@workload(issue=3, description="5,000 objects with __slots__", setup=register(models.SlotOrder),
-          pending="issue 3")
+@workload(issue=3, description="5,000 objects with __slots__", setup=register(models.SlotOrder))
 def slotted_objects_5k():
     return [models.SlotOrder(*_order_args(i)) for i in range(5_000)]
 
 
-@workload(issue=3, description="list of 2,000 namedtuples", setup=register(models.OrderTuple),
-          pending="issue 3")
+@workload(issue=3, description="list of 2,000 namedtuples", setup=register(models.OrderTuple))
 def namedtuples_2k():
     return [models.OrderTuple(*_order_args(i)) for i in range(2_000)]
 
@@ -396,13 +392,13 @@ def namedtuples_2k():
 # Issue 4: functions and classes by value, against cloudpickle (pickle cannot do these)
 # ======================================================================================
 @workload(issue=4, description="a lambda", strict=False, baselines=("cloudpickle",),
-          check=_same_results(7), pending="issue 4")
+          check=_same_results(7))
 def lambda_fn():
     return lambda x: 10 * x + 1
 
 
 @workload(issue=4, description="100 closures over distinct cells", strict=False,
-          baselines=("cloudpickle",), check=_same_results(7), pending="issue 4")
+          baselines=("cloudpickle",), check=_same_results(7))
 def closures_100():
     def make(i):
         scale, label = i * 2, f"c{i}"
@@ -422,7 +418,7 @@ def _same_local_instances(original, loaded) -> bool:
 
 
 @workload(issue=4, description="local class (by value) and 1,000 of its instances", strict=False,
-          baselines=("cloudpickle",), check=_same_local_instances, pending="issue 4")
+          baselines=("cloudpickle",), check=_same_local_instances)
 def local_class_1k():
     class Item:
         def __init__(self, sku, qty, price):
