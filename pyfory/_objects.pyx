@@ -280,6 +280,8 @@ cdef class ObjectSerializer(Serializer):
     # -- reading --
     cpdef read(self, ReadContext ctx):
         # cls.__new__(cls), through the type slot (what copyreg.__newobj__ ends up doing)
+        if ctx.policy is not None:
+            ctx.policy.authorize_instantiation(self.cls, EMPTY, None)
         return call_tp_new(self.cls, EMPTY)
 
     cdef uint8_t action_for(self, name):
@@ -385,6 +387,8 @@ cdef class ObjectSerializer(Serializer):
         # inline values, without building a dict per instance), bypassing a custom
         # __setattr__ (frozen dataclasses), as pickle's update of the instance dict does
         n = PyTuple_GET_SIZE(lay.names)
+        if ctx.policy is not None:
+            return self.read_state_with_policy(ctx, obj, lay)
         if lay.simple:
             for i in range(n):
                 PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(lay.names, i), ctx.read_any())
@@ -404,6 +408,32 @@ cdef class ObjectSerializer(Serializer):
                         f"payload has no value for field {name!r} of "
                         f"{self.cls.__module__}.{self.cls.__qualname__}, and the field has no default")
                 self.apply(obj, action, name, value)
+
+    cdef read_state_with_policy(self, ReadContext ctx, obj, _ReadLayout lay):
+        """The same as read_state, but the attributes are gathered into a dict first so
+        the policy's intercept_setstate sees (and may sanitize) them before they are set."""
+        cdef Py_ssize_t i, n = PyTuple_GET_SIZE(lay.names)
+        cdef const uint8_t* acts = <const uint8_t*><const char*>lay.actions
+        state = {}
+        actions = {}
+        for i in range(n):
+            name = <object>PyTuple_GET_ITEM(lay.names, i)
+            state[name] = ctx.read_any()
+            actions[name] = A_SET if lay.simple else acts[i]
+        if lay.missing is not None:
+            for name, action, default, has_default, factory in lay.missing:
+                if has_default:
+                    state[name] = default
+                elif factory is not None:
+                    state[name] = factory()
+                else:
+                    raise SchemaMismatchError(
+                        f"payload has no value for field {name!r} of "
+                        f"{self.cls.__module__}.{self.cls.__qualname__}, and the field has no default")
+                actions[name] = action
+        ctx.policy.intercept_setstate(obj, state)
+        for name, value in state.items():
+            self.apply(obj, actions.get(name, A_SET), name, value)
 
     cdef int apply(self, obj, uint8_t action, name, value) except -1:
         if action == A_SET:

@@ -228,6 +228,8 @@ class ReduceSerializer(Serializer):
                 replaced = policy.intercept_reduce_call(func, args)
                 if replaced is not None:
                     return self._inspect(policy, replaced)
+                if isinstance(func, type):
+                    policy.authorize_instantiation(func, args, None)
             if not callable(func):
                 raise MalformedDataError(f"reduce callable {func!r} is not callable")
             return self._inspect(policy, func(*args))
