@@ -1060,6 +1060,10 @@ def _shutdown_at_exit() -> None:
 atexit.register(_shutdown_at_exit)
 
 
+_WORKER_BOOT = ("import runpy, sys; del sys.path[0]; "
+                "runpy.run_module('pyfory.integrations.zmq', run_name='__main__', alter_sys=True)")
+
+
 def _worker_pythonpath() -> str:
     paths = []
     for p in sys.path:
@@ -1254,7 +1258,10 @@ class Executor(_cf.Executor):
     def _spawn_local(self) -> subprocess.Popen:
         env = dict(os.environ)
         env["PYTHONPATH"] = _worker_pythonpath()
-        cmd = [sys.executable, "-m", "pyfory.integrations.zmq", "worker", self._worker_address,
+        # not `python -m`: that puts the working directory first on sys.path, and a source
+        # checkout there would shadow the installed pyfory; the worker gets this process's
+        # sys.path (PYTHONPATH above) and keeps its working directory
+        cmd = [sys.executable, "-c", _WORKER_BOOT, "worker", self._worker_address,
                "--local-config", "--parent-pid", str(os.getpid())]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, close_fds=True)
         try:

@@ -77,6 +77,9 @@ cdef class WriteContext(Buffer):
     cdef int write_dict(self, dict obj) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
+    cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1
+    cdef TypeInfo same_class_info(self, object seq, Py_ssize_t n, bint is_list)
+    cdef int write_same_objects(self, object seq, Py_ssize_t n, bint is_list, TypeInfo info) except -1
     cdef int write_type_info(self, TypeInfo info) except -1
     cdef int write_ref_or_register(self, object obj) except -1
     cdef int write_class(self, object cls) except -1
@@ -107,6 +110,8 @@ cdef class ReadContext(Buffer):
     cdef str read_str_header(self, uint64_t h)
     cdef str read_str_any(self)
     cdef int fill_items(self, object seq, Py_ssize_t n, int kind) except -1
+    cdef int read_same_objects(self, object seq, Py_ssize_t n, bint append) except -1
+    cdef float get_float32(self) except? -1.0
     cdef object read_list(self, bint discard)
     cdef object read_tuple(self, bint discard)
     cdef object read_dict(self)

@@ -9,6 +9,8 @@ The wire format is described byte by byte in docs/format.md.
 from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memcpy, memset
+from libc.math cimport fabs
+from libc.float cimport FLT_MAX
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM, PyList_GET_SIZE, PyList_Append
@@ -31,6 +33,9 @@ from pyfory import error as _error
 from pyfory.buffers import BufferObject, OOB_THRESHOLD, as_view as _as_view
 
 cdef object PickleBuffer = _pickle.PickleBuffer
+# types written inline by the core (never as T_OBJECT), so never packed as K_OBJECT
+_INLINE_TYPES = frozenset([str, int, float, bool, type(None), bytes, bytearray, list, tuple, dict,
+                           set, frozenset, complex, memoryview, _pickle.PickleBuffer])
 
 
 cdef void* _buffer_address(object obj) except? NULL:
@@ -81,6 +86,7 @@ cdef enum:
     T_OBJECT = 16       # type header, serializer payload
     T_TYPE = 17         # type header: a class object as a value
     T_BUFFER = 18       # buffer kind, [kind meta], buffer body (see write_buffer_body)
+    T_FLOAT32 = 19      # a float that float32 holds exactly: 4 bytes little-endian
     T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
 
 # kinds of T_BUFFER values
@@ -96,6 +102,8 @@ cdef enum:
     K_INT = T_INT
     K_FLOAT = T_FLOAT
     K_STR = T_STR
+    K_OBJECT = T_OBJECT  # every item an instance of one class: type header once, then
+                         # per item [marker when tracked] + the serializer's payload
 
 # type header kinds (after the "new type" bit)
 cdef enum:
@@ -388,6 +396,7 @@ cdef class WriteContext(Buffer):
     cdef int write_any(self, object obj) except -1:
         cdef type t = type(obj)
         cdef double d
+        cdef float f
         cdef PyObject* override
         if self.overrides is not None:
             # a serializer registered for a builtin type wins over the inline rules
@@ -401,6 +410,13 @@ cdef class WriteContext(Buffer):
         if t is float:
             d = PyFloat_AS_DOUBLE(obj)
             self.reserve(9)
+            if fabs(d) <= FLT_MAX and <double>(<float>d) == d:
+                # exact in 4 bytes (0.5, 2.25, whole numbers, ...); nan stays 8 bytes
+                f = <float>d
+                self.data[self.pos] = T_FLOAT32
+                memcpy(self.data + self.pos + 1, &f, 4)
+                self.pos += 5
+                return 0
             self.data[self.pos] = T_FLOAT
             memcpy(self.data + self.pos + 1, &d, 8)
             self.pos += 9
@@ -648,8 +664,80 @@ cdef class WriteContext(Buffer):
         if n == 0:
             return 0
         self.enter()
-        self.write_items(obj, n, K_ANY if self.overrides is not None else seq_kind(obj, n, True), True)
+        self.write_seq(obj, n, True)
         self.depth -= 1
+        return 0
+
+    cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1:
+        cdef uint8_t kind = K_ANY if self.overrides is not None else seq_kind(seq, n, is_list)
+        cdef TypeInfo info
+        if kind == K_ANY and n >= 2 and self.overrides is None:
+            info = self.same_class_info(seq, n, is_list)
+            if info is not None:
+                return self.write_same_objects(seq, n, is_list, info)
+        return self.write_items(seq, n, kind, is_list)
+
+    cdef TypeInfo same_class_info(self, object seq, Py_ssize_t n, bint is_list):
+        """The TypeInfo when every item is an instance of one class written through a
+        serializer (a list of records, of dataclasses...), else None."""
+        cdef PyObject* t0 = TYPE_OF(PyList_GET_ITEM(seq, 0) if is_list else PyTuple_GET_ITEM(seq, 0))
+        cdef PyObject* cached
+        cdef TypeInfo info
+        cdef Py_ssize_t i
+        if t0 == <PyObject*>dict or t0 == <PyObject*>list or t0 == <PyObject*>tuple or t0 == <PyObject*>bool:
+            return None
+        for i in range(1, n):
+            if TYPE_OF(PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)) != t0:
+                return None
+        cls = <object>t0
+        if cls in _INLINE_TYPES or PyType_Check(cls) and issubclass(cls, type):
+            return None
+        cached = PyDict_GetItem(self.type_cache, cls)
+        if cached == NULL:
+            info = self.resolver.get_typeinfo(cls)
+        else:
+            info = <TypeInfo>cached
+        if info.serializer is None:
+            return None
+        return info
+
+    cdef int write_same_objects(self, object seq, Py_ssize_t n, bint is_list, TypeInfo info) except -1:
+        cdef Serializer ser = info.serializer
+        cdef bint track = self.ref or ser.track_identity
+        cdef Py_ssize_t i, idx, mark = 0
+        self.put_u8(K_OBJECT)
+        self.write_type_info(info)
+        for i in range(n):
+            if is_list:
+                if i >= PyList_GET_SIZE(seq):
+                    raise _error.ChangedDuringSerializationError("list changed size during iteration")
+                obj = <object>PyList_GET_ITEM(seq, i)
+            else:
+                obj = <object>PyTuple_GET_ITEM(seq, i)
+            if type(obj) is not info.cls:
+                raise _error.ChangedDuringSerializationError("list items changed during iteration")
+            if track:
+                # marker: 0 new, 1 new but dropped (see write_object), k >= 2 object #k-2
+                idx = ptable_get(&self.memo, <PyObject*>obj)
+                if idx >= 0:
+                    self.put_varuint64(<uint64_t>idx + 2)
+                    continue
+                mark = self.pos
+                self.put_u8(0)
+            self.enter()
+            ser.write(self, obj)
+            if track:
+                idx = ptable_get(&self.memo, <PyObject*>obj)
+                if idx >= 0:
+                    self.data[mark] = 1
+                    self.put_u8(T_REF)
+                    self.put_varuint64(idx)
+                    self.depth -= 1
+                    continue
+                ptable_add(&self.memo, <PyObject*>obj)
+            if ser.has_state:
+                ser.write_state(self, obj)
+            self.depth -= 1
         return 0
 
     cdef int write_tuple(self, tuple obj) except -1:
@@ -670,7 +758,7 @@ cdef class WriteContext(Buffer):
                 ptable_add(&self.memo, <PyObject*>obj)
             return 0
         self.enter()
-        self.write_items(obj, n, K_ANY if self.overrides is not None else seq_kind(obj, n, False), False)
+        self.write_seq(obj, n, False)
         self.depth -= 1
         if self.ref:
             idx = ptable_get(&self.memo, <PyObject*>obj)
@@ -1022,6 +1110,8 @@ cdef class ReadContext(Buffer):
             return obj
         if tag == T_BUFFER:
             return self.read_buffer_value()
+        if tag == T_FLOAT32:
+            return PyFloat_FromDouble(<double>self.get_float32())
         if tag == T_COMPLEX:
             re = self.get_double()
             im = self.get_double()
@@ -1128,6 +1218,11 @@ cdef class ReadContext(Buffer):
             self.refs.append(data)
         return data
 
+    cdef float get_float32(self) except? -1.0:
+        cdef float f
+        memcpy(&f, self.take(4), 4)
+        return f
+
     cdef object get_ref(self, Py_ssize_t idx):
         if idx >= PyList_GET_SIZE(self.refs):
             raise MalformedDataError(
@@ -1203,8 +1298,47 @@ cdef class ReadContext(Buffer):
                 o = self.read_any()
                 Py_INCREF(o)
                 items[i] = <PyObject*>o
+        elif kind == K_OBJECT:
+            self.read_same_objects(seq, n, False)
         else:
             raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
+        return 0
+
+    cdef int read_same_objects(self, object seq, Py_ssize_t n, bint append) except -1:
+        """Items written by WriteContext.write_same_objects: appended to the list `seq`,
+        or stored into the presized list/tuple `seq`."""
+        cdef TypeInfo info = self.read_type_info()
+        cdef Serializer ser = info.serializer
+        cdef bint track
+        cdef uint64_t marker = 0
+        cdef Py_ssize_t i
+        cdef PyObject** items = NULL
+        if ser is None:
+            raise MalformedDataError(f"{info.cls!r} has no serializer for instances (offset {self.pos})")
+        track = self.ref or ser.track_identity
+        if not append:
+            items = PySequence_Fast_ITEMS(seq)
+        for i in range(n):
+            if track:
+                marker = self.get_varuint64()
+            if marker >= 2:
+                obj = self.get_ref(<Py_ssize_t>min(marker - 2, <uint64_t>0x7FFFFFFFFFFFFFFF))
+            else:
+                self.enter()
+                obj = ser.read(self)
+                if marker == 1:
+                    obj = self.read_any()       # the back-reference that replaces it
+                else:
+                    if track:
+                        self.refs.append(obj)
+                    if ser.has_state:
+                        ser.read_state(self, obj)
+                self.depth -= 1
+            if append:
+                seq.append(obj)
+            else:
+                Py_INCREF(obj)
+                items[i] = <PyObject*>obj
         return 0
 
     cdef object read_list(self, bint discard):
@@ -1219,13 +1353,16 @@ cdef class ReadContext(Buffer):
             return lst
         self.enter()
         kind = self.get_u8()
-        if kind == K_ANY and self.ref:
+        if (kind == K_ANY or kind == K_OBJECT) and self.ref:
             # registered before its items, which may refer back to it: fill by
             # appending, so a back-reference never sees an unfilled slot
             lst = []
             self.refs.append(lst)
-            for i in range(n):
-                lst.append(self.read_any())
+            if kind == K_OBJECT:
+                self.read_same_objects(lst, n, True)
+            else:
+                for i in range(n):
+                    lst.append(self.read_any())
         else:
             # packed items register nothing, so registering after filling keeps
             # the same reference numbering

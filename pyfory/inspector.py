@@ -40,17 +40,17 @@ F_REF, F_COMPATIBLE, F_OOB = 1, 2, 4
 # value tags (docs/format.md section 3)
 T_NONE, T_TRUE, T_FALSE, T_INT, T_BIGINT, T_FLOAT, T_STR, T_BYTES = range(8)
 T_LIST, T_TUPLE, T_DICT, T_SET, T_FROZENSET, T_BYTEARRAY, T_COMPLEX = range(8, 15)
-T_REF, T_OBJECT, T_TYPE, T_BUFFER = 15, 16, 17, 18
+T_REF, T_OBJECT, T_TYPE, T_BUFFER, T_FLOAT32 = 15, 16, 17, 18, 19
 T_DISCARD = 0x80
 TAG_NAMES = {
     T_NONE: "none", T_TRUE: "bool", T_FALSE: "bool", T_INT: "int", T_BIGINT: "int", T_FLOAT: "float",
     T_STR: "str", T_BYTES: "bytes", T_LIST: "list", T_TUPLE: "tuple", T_DICT: "dict", T_SET: "set",
     T_FROZENSET: "frozenset", T_BYTEARRAY: "bytearray", T_COMPLEX: "complex", T_REF: "ref",
-    T_OBJECT: "object", T_TYPE: "type", T_BUFFER: "buffer",
+    T_OBJECT: "object", T_TYPE: "type", T_BUFFER: "buffer", T_FLOAT32: "float",
 }
 # element kinds of packed containers
-K_ANY, K_INT, K_FLOAT, K_STR = 0, 3, 5, 6
-KIND_NAMES = {K_ANY: "any", K_INT: "int", K_FLOAT: "float", K_STR: "str"}
+K_ANY, K_INT, K_FLOAT, K_STR, K_OBJECT = 0, 3, 5, 6, 16
+KIND_NAMES = {K_ANY: "any", K_INT: "int", K_FLOAT: "float", K_STR: "str", K_OBJECT: "object"}
 # type descriptor kinds
 D_INTERNAL, D_USER_ID, D_NAME, D_USER_NAME, D_BY_VALUE = range(5)
 NAMING = {D_INTERNAL: "internal", D_USER_ID: "registered id", D_NAME: "by reference",
@@ -452,6 +452,8 @@ class _Decoder:
             node.value = self.bigint(node)
         elif tag == T_FLOAT:
             node.value = _float_value(self.f64())
+        elif tag == T_FLOAT32:
+            node.value = _float_value(struct.unpack("<f", self.take(4, "a float32"))[0])
         elif tag == T_COMPLEX:
             re_, im = self.f64(), self.f64()
             node.value = repr(complex(re_, im))
@@ -534,13 +536,15 @@ class _Decoder:
         if n:
             kpos = self.pos
             kind = self.u8("an element kind")
-            allowed = (K_ANY, K_INT, K_FLOAT, K_STR) if tag in (T_LIST, T_TUPLE) else (K_ANY, K_STR)
+            allowed = (K_ANY, K_INT, K_FLOAT, K_STR, K_OBJECT) if tag in (T_LIST, T_TUPLE) else (K_ANY, K_STR)
             if kind not in allowed:
                 self.fail(f"bad element kind {kind} for a {name}", kpos)
             node.elem_kind = KIND_NAMES[kind]
             label_of = (lambda i: f"[{i}]") if tag in (T_LIST, T_TUPLE) else (lambda i: "item")
             if kind == K_ANY:
                 self.entries(node, n, lambda i: self.value(node, label_of(i)))
+            elif kind == K_OBJECT:
+                self.same_class_items(node, n, label_of)
             elif kind == K_STR:
                 self.entries(node, n, lambda i: self.leaf(node, label_of(i), K_STR, name))
             else:
@@ -813,8 +817,34 @@ class _Decoder:
         return entry
 
     # ---- objects ------------------------------------------------------------------------
+    def same_class_items(self, node: Node, n: int, label_of) -> None:
+        """K_OBJECT items: one type header, then per item [marker] + the object body
+        (marker when tracked: 0 new, 1 discarded copy + back-reference, k >= 2 object #k-2)."""
+        entry = self.descriptor(node)
+        node.elem_kind = f"object {entry.name}"
+        tracked = self.ref or (entry.kind == D_INTERNAL and entry.internal_id in (51, 54, OPTIONAL_ID_BASE))
+
+        def one(i):
+            start = self.pos
+            marker = self.varuint("an item marker") if tracked else 0
+            item = self.open(node, "object", label_of(i), start)
+            if marker >= 2:
+                idx = marker - 2
+                if idx >= len(self.objects):
+                    self.fail(f"reference to object #{idx} but only {len(self.objects)} seen", start)
+                item.ref = idx
+                item.type = self.objects[idx]
+            else:
+                self.object_body(item, entry, marker == 1)
+            self.close(item)
+
+        self.entries(node, n, one)
+
     def object_(self, node: Node, discard: bool) -> None:
         entry = self.descriptor(node)
+        self.object_body(node, entry, discard)
+
+    def object_body(self, node: Node, entry: "_TypeEntry", discard: bool) -> None:
         node.type = entry.name
         node.naming = entry.naming
         if entry.kind == D_INTERNAL:

@@ -268,7 +268,9 @@ def test_inspect_registered_dataclass(tmp_path):
     assert lines_matching(out, r"layout: new #0 \[x, y\] \(writer's class: dataclass\)")
     assert lines_matching(out, r"name\[0\]: str  'x'  str#0 new")
     assert lines_matching(out, r"x: int  1$") and lines_matching(out, r"y: float  4.0$")
-    assert lines_matching(out, r"\[1\]: object <registered id 7> .*-> type#0  \(layout #0\)")
+    # a list of one class is packed: the class once, then each item's layout and values
+    assert lines_matching(out, r"list len=2 kind=object <registered id 7>$")
+    assert lines_matching(out, r"\[1\]: object <registered id 7> .*\(layout #0\)")
     assert "layout #0: x, y" in out                        # the schema, in the type table
     assert "registrations: type_id=7" in out
     fory = pyfory.Fory()
