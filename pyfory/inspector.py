@@ -827,7 +827,7 @@ class _Decoder:
         def one(i):
             start = self.pos
             marker = self.varuint("an item marker") if tracked else 0
-            item = self.open(node, "object", label_of(i), start)
+            item = self.open(node, "ref" if marker >= 2 else "object", label_of(i), start)
             if marker >= 2:
                 idx = marker - 2
                 if idx >= len(self.objects):
