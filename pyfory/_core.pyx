@@ -1055,24 +1055,34 @@ cdef class ReadContext(Buffer):
         return 0
 
     cdef object read_any(self):
+        # one if/elif chain on the tag: the C compiler makes it a jump table
         cdef int tag = self.get_u8()
         if tag == T_STR:
             return self.read_str_any()
-        if tag == T_INT:
+        elif tag == T_INT:
             return PyLong_FromLongLong(self.get_varint64())
-        if tag == T_FLOAT:
+        elif tag == T_FLOAT:
             return PyFloat_FromDouble(self.get_double())
-        if tag == T_DICT:
+        elif tag == T_FLOAT32:
+            return PyFloat_FromDouble(<double>self.get_float32())
+        elif tag == T_DICT:
             return self.read_dict()
-        if tag == T_LIST:
+        elif tag == T_LIST:
             return self.read_list(False)
-        if tag == T_NONE:
+        elif tag == T_TUPLE:
+            return self.read_tuple(False)
+        elif tag == T_NONE:
             return None
-        if tag == T_TRUE:
+        elif tag == T_TRUE:
             return True
-        if tag == T_FALSE:
+        elif tag == T_FALSE:
             return False
-        return self.read_tagged(tag)
+        elif tag == T_REF:
+            return self.get_ref(self.get_length())
+        elif tag == T_OBJECT:
+            return self.read_object(False)
+        else:
+            return self.read_tagged(tag)
 
     cdef object read_tagged(self, int tag):
         cdef Py_ssize_t n
