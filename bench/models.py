@@ -12,37 +12,13 @@ equality before timing it.
 from __future__ import annotations
 
 from collections import namedtuple
-from dataclasses import dataclass
-from typing import Optional
 
+from pyfory import quickbench
 
-@dataclass
-class Order:
-    """A typical record-like dataclass."""
-
-    id: int
-    customer: str
-    price: float
-    quantity: int
-    paid: bool
-    note: Optional[str] = None
-
-
-class PlainOrder:
-    """The same record as a plain class with a ``__dict__``."""
-
-    def __init__(self, id, customer, price, quantity, paid, note=None):
-        self.id = id
-        self.customer = customer
-        self.price = price
-        self.quantity = quantity
-        self.paid = paid
-        self.note = note
-
-    def __eq__(self, other):
-        return type(other) is type(self) and vars(other) == vars(self)
-
-    __hash__ = None
+# The dataclass and the plain class are the ones `python -m pyfory bench` uses (the
+# installed package cannot import this folder): one definition for both benchmarks.
+Order = quickbench.Order
+PlainOrder = quickbench.PlainOrder
 
 
 class SlotOrder:
