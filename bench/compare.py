@@ -35,7 +35,6 @@ import os
 import platform
 import statistics
 import sys
-import timeit
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -43,6 +42,7 @@ if __package__ in (None, ""):  # run as `python bench/compare.py`: make `bench` 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import workloads as W  # noqa: E402
+from pyfory import quickbench  # noqa: E402
 
 DEFAULT_REPEATS = 7
 DEFAULT_MIN_TIME = 0.2  # seconds per timed run, as timeit's autorange
@@ -51,30 +51,8 @@ QUICK_MIN_TIME = 0.05
 
 
 # ---- timing ----------------------------------------------------------------------------
-class Measured:
-    """One timed callable: autoranged loop count, then per-call times of each repeat."""
-
-    def __init__(self, fn: Callable[[], Any], keep_gc: bool):
-        self.timer = timeit.Timer(stmt=fn, setup=gc.enable if keep_gc else "pass")
-        self.number = 1
-        self.times: List[float] = []
-
-    def autorange(self, min_time: float) -> None:
-        number = 1
-        while True:
-            for step in (1, 2, 5):
-                n = number * step
-                if self.timer.timeit(n) >= min_time:
-                    self.number = n
-                    return
-            number *= 10
-
-    def run_once(self) -> None:
-        self.times.append(self.timer.timeit(self.number) / self.number)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
+# the same timed-callable as `python -m pyfory bench` (the installed package's copy)
+Measured = quickbench.Measured
 
 
 # ---- results ---------------------------------------------------------------------------

@@ -690,7 +690,7 @@ cdef class WriteContext(Buffer):
             if TYPE_OF(PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)) != t0:
                 return None
         cls = <object>t0
-        if cls in _INLINE_TYPES or PyType_Check(cls) and issubclass(cls, type):
+        if cls in _INLINE_TYPES or issubclass(cls, type):   # metaclasses: items are classes
             return None
         cached = PyDict_GetItem(self.type_cache, cls)
         if cached == NULL:

@@ -237,8 +237,11 @@ def baselines() -> Dict[str, Codec]:
 
 
 class Measured:
-    def __init__(self, fn: Callable[[], Any]):
-        self.timer = timeit.Timer(stmt=fn)
+    """One timed callable: autoranged loop count, then per-call times of each repeat
+    (timeit turns the garbage collector off while timing unless keep_gc)."""
+
+    def __init__(self, fn: Callable[[], Any], keep_gc: bool = False):
+        self.timer = timeit.Timer(stmt=fn, setup=gc.enable if keep_gc else "pass")
         self.number = 1
         self.times: List[float] = []
 
