@@ -15,6 +15,14 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object s)
 
 
+# copies of at least this many bytes go to memory advised for huge pages
+cdef enum:
+    HUGE_PAGE_MIN = 1 << 22
+
+cdef object bytes_from(const uint8_t* p, Py_ssize_t n)
+cdef object bytearray_from(const uint8_t* p, Py_ssize_t n)
+
+
 cdef class Buffer:
     cdef uint8_t* data          # start of the bytes (inside `out` when writing)
     cdef Py_ssize_t size        # capacity when writing, input length when reading

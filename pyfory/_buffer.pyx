@@ -7,6 +7,7 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE,
                              PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES)
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
 from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeLatin1, PyUnicode_DecodeASCII
 
 from pyfory.error import MalformedDataError, TruncatedDataError
@@ -22,6 +23,56 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except? NULL
     object PyUnicode_AsEncodedString(object s, const char* encoding, const char* errors)
     int PyUnicode_1BYTE_KIND
+
+cdef extern from *:
+    """
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #include <unistd.h>
+    #endif
+    /* Ask Linux for transparent huge pages over a large block we are about to fill:
+       the first touch of 100 MB then costs about 50 page faults instead of 25,000,
+       which is most of the time of copying into fresh memory. numpy's allocator does
+       the same for its arrays. A no-op elsewhere, and when the kernel says no. */
+    static void pyfory_advise_huge_pages(void* p, Py_ssize_t n) {
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        static uintptr_t page = 0;
+        if (page == 0) {
+            long ps = sysconf(_SC_PAGESIZE);
+            page = ps > 0 ? (uintptr_t)ps : 4096;
+        }
+        uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+        uintptr_t end = ((uintptr_t)p + (uintptr_t)n) & ~(page - 1);
+        if (end > start) {
+            (void)madvise((void*)start, end - start, MADV_HUGEPAGE);
+        }
+    #endif
+    }
+    """
+    void pyfory_advise_huge_pages(void* p, Py_ssize_t n) nogil
+
+
+cdef object bytes_from(const uint8_t* p, Py_ssize_t n):
+    """A copy of n bytes at p as bytes (huge pages for large blocks)."""
+    if n < HUGE_PAGE_MIN:
+        return PyBytes_FromStringAndSize(<const char*>p, n)
+    cdef object out = PyBytes_FromStringAndSize(NULL, n)
+    cdef char* dst = PyBytes_AS_STRING(out)
+    pyfory_advise_huge_pages(dst, n)
+    memcpy(dst, p, n)
+    return out
+
+
+cdef object bytearray_from(const uint8_t* p, Py_ssize_t n):
+    """A copy of n bytes at p as a bytearray (huge pages for large blocks)."""
+    if n < HUGE_PAGE_MIN:
+        return PyByteArray_FromStringAndSize(<const char*>p, n)
+    cdef object out = PyByteArray_FromStringAndSize(NULL, n)
+    cdef char* dst = PyByteArray_AS_STRING(out)
+    pyfory_advise_huge_pages(dst, n)
+    memcpy(dst, p, n)
+    return out
+
 
 cdef Py_ssize_t INITIAL_CAPACITY = 256
 # The next output starts at the last output's size, up to this much; larger ones
@@ -56,6 +107,7 @@ cdef class Buffer:
         # The output is written straight into a bytes object, so handing it out
         # costs no copy (see finish()).
         cdef Py_ssize_t new_size
+        cdef PyObject* grown
         if not self.owns_data and self.data != NULL:
             raise ValueError("cannot write to a read-only Buffer")
         new_size = self.size * 2
@@ -65,12 +117,21 @@ cdef class Buffer:
             new_size = INITIAL_CAPACITY
         if new_size < self.pos + needed:
             new_size = self.pos + needed + (self.pos + needed) // 2
-        if self.out == NULL:
-            self.out = PyBytes_FromStringAndSize_raw(NULL, new_size)
-            if self.out == NULL:
-                raise MemoryError()
-        else:
+        if self.out != NULL and new_size < HUGE_PAGE_MIN:
             _PyBytes_Resize(&self.out, new_size)
+        else:
+            # A large block is allocated afresh and only the bytes written so far are
+            # copied: realloc would copy (and so touch) the whole old capacity, before
+            # the new block could be advised for huge pages.
+            grown = PyBytes_FromStringAndSize_raw(NULL, new_size)
+            if grown == NULL:
+                raise MemoryError()
+            if new_size >= HUGE_PAGE_MIN:
+                pyfory_advise_huge_pages(PyBytes_AS_STRING_raw(grown), new_size)
+            if self.out != NULL:
+                memcpy(PyBytes_AS_STRING_raw(grown), self.data, self.pos)
+                Py_XDECREF(self.out)
+            self.out = grown
         self.data = <uint8_t*>PyBytes_AS_STRING_raw(self.out)
         self.size = new_size
         self.owns_data = True

@@ -25,7 +25,7 @@ from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble, PyC
 from cpython.type cimport PyType_Check
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyObject_CheckBuffer
 
-from pyfory._buffer cimport Buffer
+from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
 
 import pickle as _pickle
 
@@ -1103,7 +1103,7 @@ cdef class ReadContext(Buffer):
         if tag == T_BYTES:
             n = self.get_length()
             p = self.take(n)
-            obj = PyBytes_FromStringAndSize(<const char*>p, n)
+            obj = bytes_from(p, n)
             if self.ref:
                 self.refs.append(obj)
             return obj
@@ -1114,7 +1114,7 @@ cdef class ReadContext(Buffer):
         if tag == T_BYTEARRAY:
             n = self.get_length()
             p = self.take(n)
-            obj = PyByteArray_FromStringAndSize(<const char*>p, n)
+            obj = bytearray_from(p, n)
             if self.ref:
                 self.refs.append(obj)
             return obj
@@ -1188,8 +1188,8 @@ cdef class ReadContext(Buffer):
             self.raise_truncated(<Py_ssize_t>min(n, <uint64_t>0x7FFFFFFFFFFFFFFF))
         p = self.take(<Py_ssize_t>n)
         if writable:
-            return PyByteArray_FromStringAndSize(<const char*>p, <Py_ssize_t>n)
-        return PyBytes_FromStringAndSize(<const char*>p, <Py_ssize_t>n)
+            return bytearray_from(p, <Py_ssize_t>n)
+        return bytes_from(p, <Py_ssize_t>n)
 
     cdef object read_buffer_value(self):
         cdef int kind = self.get_u8()
@@ -1552,6 +1552,27 @@ cdef class ReadContext(Buffer):
         if type(data) is bytearray:
             return data
         return _as_view(data)
+
+    def read_buffer_view(self):
+        """Binary data written with WriteContext.write_buffer, without a copy:
+        `(view, in_band)`. Out of band, `view` is a flat memoryview of the buffer the
+        caller passed (as read_buffer gives). In band it is a read-only memoryview of
+        the payload's own bytes, for a serializer that copies them into memory it
+        allocates itself (one copy instead of two, or a faster allocator)."""
+        cdef Py_ssize_t start = self.pos
+        cdef uint64_t h = self.get_varuint64()
+        cdef uint64_t n = h >> 1
+        if h & 1:
+            self.pos = start
+            return _as_view(self.read_buffer_body(True)), False
+        if n > <uint64_t>(self.size - self.pos):
+            self.raise_truncated(<Py_ssize_t>min(n, <uint64_t>0x7FFFFFFFFFFFFFFF))
+        start = self.pos
+        self.pos += <Py_ssize_t>n
+        whole = memoryview(self.source)
+        if whole.format != "B" or whole.ndim != 1:
+            whole = whole.cast("B")
+        return whole[start:start + <Py_ssize_t>n].toreadonly(), True
 
     def read_type(self):
         cdef int tag = self.get_u8()
