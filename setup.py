@@ -17,6 +17,7 @@ extensions = [
     Extension("pyfory._buffer", ["pyfory/_buffer.pyx"]),
     Extension("pyfory._core", ["pyfory/_core.pyx"]),
     Extension("pyfory._objects", ["pyfory/_objects.pyx"]),
+    Extension("pyfory._reduce", ["pyfory/_reduce.pyx"]),
 ]
 
 setup(

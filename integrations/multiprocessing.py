@@ -194,7 +194,7 @@ def _handoff_name(cls) -> str:
 
 
 def _class_from_name(name: str):
-    from pyfory.reduce import lookup_global
+    from pyfory._reduce import lookup_global
 
     module, _, qualname = name[len(_HANDOFF_PREFIX):].partition(":")
     try:

@@ -118,6 +118,7 @@ cdef class ReadContext(Buffer):
     cdef object read_setlike(self, int tag, bint discard)
     cdef object read_object(self, bint discard)
     cdef TypeInfo read_type_info(self)
+    cdef object read_class(self)
     cdef object read_bigint(self)
     cdef object read_elem(self, int kind)
     cdef object get_ref(self, Py_ssize_t idx)

@@ -307,7 +307,7 @@ def wire_kind_of(serializer):
         return kind
     from pyfory._objects import ObjectSerializer
     from pyfory.objects import EnumSerializer, NamedTupleSerializer
-    from pyfory.reduce import ReduceSerializer
+    from pyfory._reduce import ReduceSerializer
 
     for cls, kind in ((ObjectSerializer, WIRE_OBJECT), (ReduceSerializer, WIRE_REDUCE),
                       (EnumSerializer, WIRE_ENUM), (NamedTupleSerializer, WIRE_NAMEDTUPLE)):
@@ -1575,6 +1575,10 @@ cdef class ReadContext(Buffer):
         return whole[start:start + <Py_ssize_t>n].toreadonly(), True
 
     def read_type(self):
+        """A class object written with WriteContext.write_type."""
+        return self.read_class()
+
+    cdef object read_class(self):
         cdef int tag = self.get_u8()
         if tag != T_TYPE:
             raise MalformedDataError(f"expected a class at offset {self.pos - 1}")

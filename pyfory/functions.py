@@ -22,8 +22,8 @@ import typing
 
 from pyfory import _compat, classes, code
 from pyfory._core import Serializer
+from pyfory._reduce import lookup_global
 from pyfory.error import MalformedDataError, SerializationError, TypeNotRegisteredError
-from pyfory.reduce import lookup_global
 
 BY_REFERENCE = 0
 BY_VALUE = 1

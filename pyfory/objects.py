@@ -6,7 +6,7 @@
   fast ObjectSerializer (attribute values only, names once per payload);
 - namedtuples, enum members and the standard collections get small dedicated
   serializers;
-- everything else goes through the reduce protocol (reduce.py), exactly as pickle.
+- everything else goes through the reduce protocol (_reduce.pyx), exactly as pickle.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import types
 
 from pyfory._core import Serializer, TypeInfo
 from pyfory._objects import NamedTupleSerializer, ObjectSerializer
+from pyfory._reduce import ReduceSerializer, lookup_global
 from pyfory.arrays import ArraySerializer
 from pyfory.error import MalformedDataError, SerializationError, TypeNotRegisteredError
-from pyfory.reduce import ReduceSerializer, lookup_global
 
 D_NAME = 2
 D_BY_VALUE = 4

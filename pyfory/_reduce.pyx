@@ -1,3 +1,4 @@
+# cython: language_level=3
 """The pickle reduce protocol, as pickle implements it.
 
 An object is reduced with ``copyreg.dispatch_table``, then ``__reduce_ex__(5)``, then
@@ -18,23 +19,32 @@ followed by those values in that order: listitems as a list, dictitems as a list
 (key, value) tuples, then state_setter and state.
 """
 
-from __future__ import annotations
+from pyfory._core cimport Serializer, WriteContext, ReadContext
 
 import copyreg
 import pickle
 import sys
 
-from pyfory._core import Serializer
 from pyfory.error import MalformedDataError, PolicyViolationError, SerializationError
 
-F_GLOBAL, F_NEWOBJ, F_NEWOBJ_EX, F_CALL = 0, 1, 2, 3
-S_STATE, S_LIST, S_DICT, S_SETTER = 1, 2, 4, 8
+cdef enum:
+    F_GLOBAL = 0
+    F_NEWOBJ = 1
+    F_NEWOBJ_EX = 2
+    F_CALL = 3
+    S_STATE = 1
+    S_LIST = 2
+    S_DICT = 4
+    S_SETTER = 8
+
+cdef object _newobj = copyreg.__newobj__
+cdef object _newobj_ex = copyreg.__newobj_ex__
 
 _dispatch_table = copyreg.dispatch_table
 _MISSING = object()
 
 
-def reduce_object(obj, proto: int = 5):
+def reduce_object(obj, int proto=5):
     """What pickle would write for obj: a string or a 2..6-tuple."""
     cls = type(obj)
     try:
@@ -61,7 +71,7 @@ def reduce_object(obj, proto: int = 5):
     return rv
 
 
-def lookup_global(module: str, qualname: str):
+def lookup_global(str module, str qualname):
     """Import module and walk the dotted qualified name (no '<locals>')."""
     __import__(module)
     obj = sys.modules[module]
@@ -72,7 +82,7 @@ def lookup_global(module: str, qualname: str):
     return obj
 
 
-def global_name(obj, name: str | None = None):
+def global_name(obj, name=None):
     """(module, qualname) under which obj can be imported, or raise."""
     if name is None:
         name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
@@ -121,30 +131,32 @@ def apply_state(obj, state, policy=None):
             setattr(obj, k, v)
 
 
-class ReduceSerializer(Serializer):
+cdef class ReduceSerializer(Serializer):
     """Any object through its reduce protocol (see module docstring)."""
 
-    strict_ok = True   # False for kinds of objects that name arbitrary callables
+    # False for kinds of objects that name arbitrary callables (strict mode refuses them)
+    cdef public bint strict_ok
 
     def __init__(self, fory, cls, strict_ok: bool = True):
         super().__init__(fory, cls)
         self.has_state = True
         self.strict_ok = strict_ok
 
-    def _check_strict(self):
+    cdef int check_strict(self) except -1:
         if not self.strict_ok and self.fory.strict:
             raise PolicyViolationError(
                 f"strict mode refuses {self.cls.__qualname__} objects (they name arbitrary "
                 "callables); use Fory(strict=False) for trusted data")
+        return 0
 
-    def write(self, ctx, obj):
-        self._check_strict()
+    cpdef write(self, WriteContext ctx, obj):
+        self.check_strict()
         rv = reduce_object(obj)
         if isinstance(rv, str):
             module, qualname = global_name(obj, rv)
-            ctx.write_uint8(F_GLOBAL)
-            ctx.write_str_ref(module)
-            ctx.write_str_ref(qualname)
+            ctx.put_u8(F_GLOBAL)
+            ctx.write_str_dedup(module)
+            ctx.write_str_dedup(qualname)
             if ctx.scratch is not None:
                 ctx.scratch.pop(self, None)
             return
@@ -153,22 +165,22 @@ class ReduceSerializer(Serializer):
             raise SerializationError(f"args from {type(obj).__qualname__} reduce() must be a tuple")
         if not callable(func):
             raise SerializationError(f"first item of {type(obj).__qualname__} reduce() must be callable")
-        if func is copyreg.__newobj__:
+        if func is _newobj:
             if not args or not isinstance(args[0], type):
                 raise SerializationError("__newobj__ arguments must start with a class")
-            ctx.write_uint8(F_NEWOBJ)
-            ctx.write_type(args[0])
-            ctx.write_value(args[1:])
-        elif func is copyreg.__newobj_ex__:
+            ctx.put_u8(F_NEWOBJ)
+            ctx.write_class(args[0])
+            ctx.write_any(args[1:])
+        elif func is _newobj_ex:
             cls, nargs, kwargs = args
-            ctx.write_uint8(F_NEWOBJ_EX)
-            ctx.write_type(cls)
-            ctx.write_value(tuple(nargs))
-            ctx.write_value(dict(kwargs))
+            ctx.put_u8(F_NEWOBJ_EX)
+            ctx.write_class(cls)
+            ctx.write_any(tuple(nargs))
+            ctx.write_any(dict(kwargs))
         else:
-            ctx.write_uint8(F_CALL)
-            ctx.write_value(func)
-            ctx.write_value(args)
+            ctx.put_u8(F_CALL)
+            ctx.write_any(func)
+            ctx.write_any(args)
         # the rest is kept until write_state, which the core calls right after write
         # (once obj is registered), with nothing written in between; when obj was written
         # in full while its own arguments were (pickle's POP + GET case), write_state is
@@ -177,62 +189,68 @@ class ReduceSerializer(Serializer):
         scratch = ctx.scratch
         if scratch is None:
             scratch = ctx.scratch = {}
-        scratch[self] = (obj, rest) if any(x is not None for x in rest) else None
+        entry = None
+        for x in rest:
+            if x is not None:
+                entry = (obj, rest)
+                break
+        scratch[self] = entry
 
-    def write_state(self, ctx, obj):
+    cpdef write_state(self, WriteContext ctx, obj):
         entry = ctx.scratch.pop(self, None) if ctx.scratch is not None else None
         if entry is None or entry[0] is not obj:
-            ctx.write_uint8(0)
+            ctx.put_u8(0)
             return
         state, listitems, dictitems, setter = (tuple(entry[1]) + (None, None, None, None))[:4]
-        flags = ((S_STATE if state is not None else 0) | (S_LIST if listitems is not None else 0)
-                 | (S_DICT if dictitems is not None else 0) | (S_SETTER if setter is not None else 0))
-        ctx.write_uint8(flags)
+        cdef int flags = ((S_STATE if state is not None else 0)
+                          | (S_LIST if listitems is not None else 0)
+                          | (S_DICT if dictitems is not None else 0)
+                          | (S_SETTER if setter is not None else 0))
+        ctx.put_u8(flags)
         if listitems is not None:
-            ctx.write_value(list(listitems))
+            ctx.write_any(list(listitems))
         if dictitems is not None:
-            ctx.write_value([tuple(kv) for kv in dictitems])
+            ctx.write_any([tuple(kv) for kv in dictitems])
         if setter is not None:
-            ctx.write_value(setter)
+            ctx.write_any(setter)
         if state is not None:
-            ctx.write_value(state)
+            ctx.write_any(state)
 
-    def read(self, ctx):
-        self._check_strict()
-        form = ctx.read_uint8()
+    cpdef read(self, ReadContext ctx):
+        self.check_strict()
+        cdef int form = ctx.get_u8()
         policy = ctx.policy
         if form == F_GLOBAL:
-            module = ctx.read_str_ref()
-            qualname = ctx.read_str_ref()
+            module = ctx.read_str_any()
+            qualname = ctx.read_str_any()
             if self.fory.strict:
                 raise PolicyViolationError(
                     f"strict mode refuses to import {module}.{qualname}")
             if policy is not None:
                 policy.validate_module(module, False)
-            obj = lookup_global(module, qualname)
-            return obj
+            return lookup_global(module, qualname)
+        kwargs = None
         if form == F_NEWOBJ:
-            cls = ctx.read_type()
-            args = ctx.read_value()
-            kwargs = None
+            cls = ctx.read_class()
+            args = ctx.read_any()
         elif form == F_NEWOBJ_EX:
-            cls = ctx.read_type()
-            args = ctx.read_value()
-            kwargs = ctx.read_value()
+            cls = ctx.read_class()
+            args = ctx.read_any()
+            kwargs = ctx.read_any()
         elif form == F_CALL:
-            func = ctx.read_value()
-            args = ctx.read_value()
+            func = ctx.read_any()
+            args = ctx.read_any()
             if not isinstance(args, tuple):
                 raise MalformedDataError("reduce arguments are not a tuple")
             if policy is not None:
                 replaced = policy.intercept_reduce_call(func, args)
                 if replaced is not None:
-                    return self._inspect(policy, replaced)
+                    return inspect_reduced(policy, replaced)
                 if isinstance(func, type):
                     policy.authorize_instantiation(func, args, None)
             if not callable(func):
                 raise MalformedDataError(f"reduce callable {func!r} is not callable")
-            return self._inspect(policy, func(*args))
+            return inspect_reduced(policy, func(*args))
         else:
             raise MalformedDataError(f"unknown reduce form {form}")
         if not isinstance(cls, type) or not isinstance(args, tuple):
@@ -240,22 +258,14 @@ class ReduceSerializer(Serializer):
         if policy is not None:
             policy.authorize_instantiation(cls, args, kwargs)
         obj = cls.__new__(cls, *args, **kwargs) if kwargs else cls.__new__(cls, *args)
-        return self._inspect(policy, obj)
+        return inspect_reduced(policy, obj)
 
-    @staticmethod
-    def _inspect(policy, obj):
-        if policy is not None:
-            replaced = policy.inspect_reduced_object(obj)
-            if replaced is not None:
-                return replaced
-        return obj
-
-    def read_state(self, ctx, obj):
-        flags = ctx.read_uint8()
+    cpdef read_state(self, ReadContext ctx, obj):
+        cdef int flags = ctx.get_u8()
         if flags & ~15:
             raise MalformedDataError(f"bad reduce state flags {flags}")
         if flags & S_LIST:
-            items = ctx.read_value()
+            items = ctx.read_any()
             extend = getattr(obj, "extend", None)
             if extend is not None:
                 extend(items)
@@ -263,12 +273,20 @@ class ReduceSerializer(Serializer):
                 for item in items:
                     obj.append(item)
         if flags & S_DICT:
-            for k, v in ctx.read_value():
+            for k, v in ctx.read_any():
                 obj[k] = v
-        setter = ctx.read_value() if flags & S_SETTER else None
+        setter = ctx.read_any() if flags & S_SETTER else None
         if flags & S_STATE:
-            state = ctx.read_value()
+            state = ctx.read_any()
             if setter is not None:
                 setter(obj, state)
             else:
                 apply_state(obj, state, ctx.policy)
+
+
+cdef object inspect_reduced(policy, obj):
+    if policy is not None:
+        replaced = policy.inspect_reduced_object(obj)
+        if replaced is not None:
+            return replaced
+    return obj
