@@ -54,6 +54,7 @@ import sys
 import warnings
 
 from pyfory._core import Serializer
+from pyfory._objects import fill_object_array as _fill_object_array
 from pyfory.error import DeserializationError, MalformedDataError, SerializationError
 
 # ---- array.array ---------------------------------------------------------------------
@@ -431,8 +432,14 @@ class NdarraySerializer(Serializer):
         items = ctx.read_value()
         if type(items) is not list or len(items) != arr.size:
             raise MalformedDataError("numpy object array elements do not match its shape")
+        if arr.dtype.kind == "O" and (arr.flags.c_contiguous or arr.flags.f_contiguous):
+            # the array read() made: its slots are filled in place, in memory order
+            _fill_object_array(arr.__array_interface__["data"][0], items)
+            items = None
         flat = arr.ravel(order="K")     # a view of arr, in memory order
-        if arr.dtype.fields is None and len(items) > 1:
+        if items is None:
+            pass
+        elif arr.dtype.fields is None and len(items) > 1:
             try:
                 # object (or StringDType) elements: one C loop; fromiter keeps each item
                 # as it is (a list stays a list), where flat[:] = items would not
