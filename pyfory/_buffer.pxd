@@ -176,16 +176,20 @@ cdef class Buffer:
         cdef Py_ssize_t n, i
         cdef const uint8_t* p
         cdef uint8_t acc = 0
+        cdef uint8_t* dst
         cdef str s
         if (header & 3) != 0 or n64 > <uint64_t>(self.size - self.pos):
             return self.get_str_other(header)
         n = <Py_ssize_t>n64
         p = self.data + self.pos
+        # optimistic: copy and check in one pass (no memcpy call for short strings);
+        # a non-ASCII string is rare and starts over with the decoders
+        s = PyUnicode_New(n, 127)
+        dst = <uint8_t*>PyUnicode_DATA(s)
         for i in range(n):
+            dst[i] = p[i]
             acc |= p[i]
         if acc & 0x80:
             return self.get_str_other(header)
         self.pos += n
-        s = PyUnicode_New(n, 127)
-        memcpy(PyUnicode_DATA(s), p, n)
         return s
