@@ -543,3 +543,64 @@ def test_refcount_of_original_unchanged_after_dumps():
     del offered
     assert sys.getrefcount(data) == before
     assert len(payload) < 32
+
+
+class _Blob:
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+class _BlobSerializer(pyfory.Serializer):
+    """A custom serializer that reads its buffer without a copy (read_buffer_view)."""
+
+    seen: list = []
+
+    def write(self, ctx, obj):
+        ctx.write_buffer(obj.data)
+
+    def read(self, ctx):
+        view, in_band = ctx.read_buffer_view()
+        self.seen.append((type(view), view.readonly, in_band))
+        return _Blob(bytes(view))
+
+
+@pytest.mark.parametrize("oob", [False, True])
+def test_read_buffer_view_gives_the_bytes_without_a_copy(oob):
+    fory = pyfory.Fory()
+    fory.register(_Blob, name="blob", serializer=_BlobSerializer(fory, _Blob))
+    data = bytes(range(256)) * 300
+    bufs: list = []
+    payload = fory.dumps([_Blob(data), _Blob(b"xy")],
+                         buffer_callback=(lambda b: bufs.append(b) and False) if oob else None)
+    _BlobSerializer.seen.clear()
+    loaded = fory.loads(payload, buffers=[b.getbuffer() for b in bufs] if oob else None)
+    assert [b.data for b in loaded] == [data, b"xy"]
+    # write_buffer offers every buffer (always_offer=True), so both take the same road
+    assert _BlobSerializer.seen == [(memoryview, True, not oob)] * 2
+    if not oob:
+        # in band the view points into the payload itself
+        view, _ = _view_of_first_blob(fory, payload)
+        assert view.obj is payload
+
+
+def _view_of_first_blob(fory, payload):
+    got = []
+
+    class Grab(_BlobSerializer):
+        def read(self, ctx):
+            view, in_band = ctx.read_buffer_view()
+            got.append((view, in_band))
+            return _Blob(b"")
+
+    fory2 = pyfory.Fory()
+    fory2.register(_Blob, name="blob", serializer=Grab(fory2, _Blob))
+    fory2.loads(payload)
+    return got[0]
+
+
+def test_read_buffer_view_truncated_payload_is_a_clear_error():
+    fory = pyfory.Fory()
+    fory.register(_Blob, name="blob", serializer=_BlobSerializer(fory, _Blob))
+    payload = fory.dumps(_Blob(b"z" * 1000))
+    with pytest.raises(ForyError):
+        fory.loads(payload[:-10])
