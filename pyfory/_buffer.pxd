@@ -123,16 +123,31 @@ cdef class Buffer:
     cdef uint64_t get_varuint64_slow(self) except? 0xFFFFFFFFFFFFFFFF
 
     cdef inline uint64_t get_varuint64(self) except? 0xFFFFFFFFFFFFFFFF:
-        cdef uint8_t b, b2
-        if self.pos + 1 < self.size:
-            b = self.data[self.pos]
+        # up to 4 bytes (values below 2**28) inline, when 4 bytes of input remain
+        cdef const uint8_t* p
+        cdef uint64_t r
+        cdef uint8_t b
+        if self.size - self.pos >= 4:
+            p = self.data + self.pos
+            b = p[0]
             if b < 0x80:
                 self.pos += 1
                 return b
-            b2 = self.data[self.pos + 1]
-            if b2 < 0x80:
+            r = b & 0x7F
+            b = p[1]
+            if b < 0x80:
                 self.pos += 2
-                return (b & 0x7F) | (<uint64_t>b2 << 7)
+                return r | (<uint64_t>b << 7)
+            r |= <uint64_t>(b & 0x7F) << 7
+            b = p[2]
+            if b < 0x80:
+                self.pos += 3
+                return r | (<uint64_t>b << 14)
+            r |= <uint64_t>(b & 0x7F) << 14
+            b = p[3]
+            if b < 0x80:
+                self.pos += 4
+                return r | (<uint64_t>b << 21)
         return self.get_varuint64_slow()
 
     cdef inline int64_t get_varint64(self) except? -0x7FFFFFFFFFFFFFFF:
