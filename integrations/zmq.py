@@ -231,19 +231,24 @@ def send(socket: zmq.Socket, obj: Any, flags: int = 0, copy: bool = False, track
     until ZeroMQ is done with them (``track=True`` returns a ``MessageTracker``)."""
     frames = encode(obj, fory, oob_threshold)
     if len(frames) == 1 and not track:
-        return socket.send(frames[0], flags, copy=copy)
+        # one frame: the payload, which has nothing large in it (large buffers are frames
+        # of their own). A copy is cheaper than zero-copy's bookkeeping for it.
+        return socket.send(frames[0], flags, copy=True)
     return socket.send_multipart(frames, flags, copy=copy, track=track)
 
 
 def recv(socket: zmq.Socket, flags: int = 0, copy: bool = False, *, fory: Any = None) -> Any:
     """Receive one object sent with :func:`send`. With ``copy=False`` (the default) numpy
     arrays and other out-of-band values share memory with the received frames."""
-    first = socket.recv(flags, copy=False)
-    if not first.more:
+    # The first frame is the payload, small whatever the object (large buffers travel
+    # as frames of their own): received as bytes, which costs less than a zmq.Frame
+    # (about 10 us less per round trip between processes).
+    first = socket.recv(flags, copy=True)
+    if not socket.getsockopt(zmq.RCVMORE):
         if fory is None:
             fory = default_fory()
-        return fory.loads(first if not copy else first.bytes)
-    frames = [first if not copy else first.bytes]
+        return fory.loads(first)
+    frames = [first]
     while True:
         frame = socket.recv(flags, copy=False)
         frames.append(frame if not copy else frame.bytes)
