@@ -88,6 +88,7 @@ class _State:
     wire_opts: Optional[tuple] = None   # what envelopes carry for the reader (None: defaults)
     saved: list = []           # (module, attribute name, original value)
     generation = 0             # bumped when writer Fory instances must be rebuilt
+    options_checked = False    # `options` were validated by making a Fory with them
     pickler_class = None
 
 
@@ -410,6 +411,11 @@ def _wrap(obj):
     return _encode(obj, _state.wire_opts)
 
 
+# the installed pickler class for each original ForkingPickler class (one per base, so
+# installing again does not make a new class)
+_pickler_classes: Dict[type, type] = {}
+
+
 def _make_pickler_class(base):
     base_dump = base.dump
 
@@ -455,10 +461,18 @@ def _do_install(options: Dict[str, Any], propagate: bool):
     reduction = _reduction
     merged = dict(_DEFAULT_OPTIONS)
     merged.update(options)
-    pyfory.Fory(**merged)   # fail early on bad options
+    same_options = merged == _state.options and _state.options_checked
+    if not same_options:
+        pyfory.Fory(**merged)   # fail early on bad options
     if _state.installed:
         _do_uninstall()
+    if not same_options:
+        # writers built for other options must not be used: rebuild them (lazily). With
+        # the same options the writers, and their caches of types met so far, are kept,
+        # so install()/uninstall() around each batch of work costs next to nothing.
+        _state.generation += 1
     _state.options = merged
+    _state.options_checked = True
     _state.propagate = propagate
     # what a reader needs: its max_depth; whether (and how) a child installs in turn
     child_options = {k: v for k, v in merged.items()
@@ -468,8 +482,9 @@ def _do_install(options: Dict[str, Any], propagate: bool):
     else:
         _state.wire_opts = (merged.get("max_depth"), propagate,
                             tuple(sorted(child_options.items())) or None)
-    _state.generation += 1
-    cls = _make_pickler_class(reduction.ForkingPickler)
+    cls = _pickler_classes.get(reduction.ForkingPickler)
+    if cls is None:
+        cls = _pickler_classes[reduction.ForkingPickler] = _make_pickler_class(reduction.ForkingPickler)
     _state.pickler_class = cls
     _state.unsettled = False
     saved = []
@@ -487,7 +502,6 @@ def _do_uninstall():
     _state.saved = []
     _state.pickler_class = None
     _state.installed = False
-    _state.generation += 1
 
 
 def install(*, propagate: bool = True, **fory_options) -> None:

@@ -153,6 +153,25 @@ def test_installed_context_manager_and_bad_options():
     assert not fory_mp.is_installed() and _targets() == before
 
 
+def test_reinstalling_keeps_the_writer_and_new_options_replace_it():
+    shared = [1, 2]
+    value = [shared, shared]
+    with fory_mp.installed():
+        first = fory_mp._writer(fory_mp._tls)
+        loaded = pickle.loads(multiprocessing.reduction.ForkingPickler.dumps(value))
+        assert loaded[0] is loaded[1]                      # ref=True: identity kept
+    with fory_mp.installed():
+        # same options: the writer (and the types it has resolved) is reused
+        assert fory_mp._writer(fory_mp._tls) is first
+    with fory_mp.installed(ref=False):
+        assert fory_mp._writer(fory_mp._tls) is not first
+        loaded = pickle.loads(multiprocessing.reduction.ForkingPickler.dumps(value))
+        assert loaded == value and loaded[0] is not loaded[1]   # ref=False: copies
+    with fory_mp.installed():
+        loaded = pickle.loads(multiprocessing.reduction.ForkingPickler.dumps(value))
+        assert loaded[0] is loaded[1]
+
+
 def test_multiprocessing_types_stay_with_the_stock_pickler():
     from multiprocessing import managers, sharedctypes, synchronize
 
