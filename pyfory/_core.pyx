@@ -15,7 +15,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM, PyList_GET_SIZE, PyList_Append
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM, PyTuple_GET_SIZE
-from cpython.dict cimport PyDict_SetItem, PyDict_Size, PyDict_GetItem
+from cpython.dict cimport PyDict_SetItem, PyDict_Size
 from cpython.set cimport PySet_Add, PyFrozenSet_New, PySet_New
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong
@@ -64,6 +64,18 @@ cdef extern from "Python.h":
     dict _PyDict_NewPresized(Py_ssize_t minused)
     # the address of an object's type, without touching reference counts
     PyObject* TYPE_OF "(PyObject*)Py_TYPE"(PyObject* o)
+    PyObject* PyDict_GetItemWithError_raw "PyDict_GetItemWithError"(object p, object key)
+    void PyErr_Clear()
+
+
+cdef inline PyObject* class_lookup(dict table, object cls) noexcept:
+    """table[cls] as a borrowed pointer, or NULL. A class whose metaclass defines __eq__
+    without __hash__ cannot be a key: a miss (the resolver handles it), with no error
+    left behind (PyDict_GetItem would report it as unraisable on 3.13)."""
+    cdef PyObject* found = PyDict_GetItemWithError_raw(table, cls)
+    if found == NULL:
+        PyErr_Clear()
+    return found
 
 # ---- wire tags (docs/format.md) -----------------------------------------------------
 cdef enum:
@@ -400,7 +412,7 @@ cdef class WriteContext(Buffer):
         cdef PyObject* override
         if self.overrides is not None:
             # a serializer registered for a builtin type wins over the inline rules
-            override = PyDict_GetItem(self.overrides, t)
+            override = class_lookup(self.overrides, t)
             if override != NULL:
                 return self.write_object(obj, <TypeInfo>override)
         if t is str:
@@ -471,7 +483,7 @@ cdef class WriteContext(Buffer):
             self.put_double(d)
             d = PyComplex_ImagAsDouble(obj)
             return self.put_double(d)
-        cached = PyDict_GetItem(self.type_cache, t)
+        cached = class_lookup(self.type_cache, t)
         if cached == NULL:
             if PyType_Check(obj) and (t is type or self.ref_strict or t not in _copyreg_dispatch):
                 # a class (pickle, too, names it unless its metaclass has a reducer)
@@ -566,7 +578,7 @@ cdef class WriteContext(Buffer):
         return 0
 
     cdef int write_class(self, object cls) except -1:
-        cdef PyObject* cached = PyDict_GetItem(self.type_cache, cls)
+        cdef PyObject* cached = class_lookup(self.type_cache, cls)
         cdef TypeInfo info
         if cached == NULL:
             info = self.resolver.get_typeinfo(cls)
@@ -692,7 +704,7 @@ cdef class WriteContext(Buffer):
         cls = <object>t0
         if cls in _INLINE_TYPES or issubclass(cls, type):   # metaclasses: items are classes
             return None
-        cached = PyDict_GetItem(self.type_cache, cls)
+        cached = class_lookup(self.type_cache, cls)
         if cached == NULL:
             info = self.resolver.get_typeinfo(cls)
         else:
@@ -808,10 +820,13 @@ cdef class WriteContext(Buffer):
             return 0
         for i in range(n):
             if is_list:
-                # user code (a __reduce__) may shrink the list while we write it
+                # user code (a __reduce__) may shrink the list while we write it: hold our
+                # own reference to the item (the list's may be the last one), and stop
+                # when the list got shorter
                 if i >= PyList_GET_SIZE(seq):
                     raise _error.ChangedDuringSerializationError("list changed size during iteration")
-                self.write_any(<object>PyList_GET_ITEM(seq, i))
+                element = <object>PyList_GET_ITEM(seq, i)
+                self.write_any(element)
             else:
                 self.write_any(<object>PyTuple_GET_ITEM(seq, i))
         return 0

@@ -268,7 +268,9 @@ cdef class ObjectSerializer(Serializer):
             pos = 0
             i = 0
             while PyDict_Next(d, &pos, &k, &v):
-                ctx.write_any(<object>v)
+                # our own reference: user code run by write_any may drop the dict's
+                value = <object>v
+                ctx.write_any(value)
                 i += 1
             if i != n or len(d) != n:
                 raise SerializationError(

@@ -2025,9 +2025,11 @@ def to_json(report: Dict[str, Any], indent: Optional[int] = None) -> str:
     try:
         # a report is as deep as the payload (up to MAX_DEPTH levels of nodes)
         sys.setrecursionlimit(max(old, 4 * MAX_DEPTH + 1000))
-        if indent is None:
-            return json.dumps(report, ensure_ascii=True, default=repr, separators=(",", ":"))
-        return json.dumps(report, indent=indent, ensure_ascii=True, default=repr)
+        # iterencode without _one_shot is the pure-Python encoder: it follows the
+        # recursion limit set above, where CPython 3.12's C encoder stops near 1,500 levels
+        encoder = json.JSONEncoder(ensure_ascii=True, default=repr, indent=indent,
+                                   separators=(",", ":") if indent is None else None)
+        return "".join(encoder.iterencode(report))
     finally:
         sys.setrecursionlimit(old)
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import os
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -577,6 +580,73 @@ def test_container_mutated_while_being_written(kind, how, ref):
         assert type(result[0]) is type(target)
         assert "mutator" in (result[0] if kind != "dict" else result[0].values())
     assert fory.loads(fory.dumps([1, "ok"])) == [1, "ok"]
+
+
+_LAST_REFERENCE_SCRIPT = """
+import gc
+import pyfory
+
+class Mutator:
+    def __init__(self, target):
+        self.target = target
+
+class ClearList(pyfory.Serializer):
+    def write(self, ctx, obj):
+        obj.target.clear()          # the list held the last reference to obj
+        obj.target = None
+        ctx.write_varint32(1)
+
+    def read(self, ctx):
+        return ctx.read_varint32()
+
+class Owner:
+    pass
+
+class DictClearer:
+    pass
+
+class ClearDict(pyfory.Serializer):
+    def write(self, ctx, obj):
+        obj.owner.__dict__.clear()  # the owner's __dict__ held the last reference to obj
+        obj.owner = None
+        ctx.write_varint32(2)
+
+    def read(self, ctx):
+        return ctx.read_varint32()
+
+for ref in (True, False):
+    fory = pyfory.Fory(ref=ref, strict=False)
+    fory.register(Mutator, name="m", serializer=ClearList(fory, Mutator))
+    fory.register(DictClearer, name="d", serializer=ClearDict(fory, DictClearer))
+    for _ in range(50):
+        items = []
+        items.extend([Mutator(items), 1, "x"])
+        try:
+            fory.dumps(items)
+        except pyfory.error.ForyError:
+            pass
+        owner, clearer = Owner(), DictClearer()
+        clearer.owner = owner
+        owner.a, owner.b = clearer, 2
+        del clearer
+        try:
+            fory.dumps(owner)
+        except pyfory.error.ForyError:
+            pass
+        gc.collect()
+print("ok")
+"""
+
+
+def test_serializer_dropping_the_last_reference_to_the_object_being_written():
+    # The core walks lists and instance dicts with the C API; an item whose only
+    # reference was the container must stay alive while it is written. In a child with
+    # the debug allocator, so a use-after-free crashes there, not in this process.
+    env = {**os.environ, "PYTHONMALLOC": "debug"}
+    proc = subprocess.run([sys.executable, "-c", _LAST_REFERENCE_SCRIPT], env=env,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    assert proc.stdout.strip() == b"ok"
 
 
 class Node:
