@@ -14,6 +14,7 @@ from pyfory.error import MalformedDataError, TruncatedDataError
 
 cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject** pv, Py_ssize_t newsize) except -1
+    int _PyBytes_Resize_noexc "_PyBytes_Resize"(PyObject** pv, Py_ssize_t newsize)
     PyObject* PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
     char* PyBytes_AS_STRING_raw "PyBytes_AS_STRING"(PyObject* o)
     void Py_XDECREF(PyObject* o)
@@ -118,7 +119,12 @@ cdef class Buffer:
         if new_size < self.pos + needed:
             new_size = self.pos + needed + (self.pos + needed) // 2
         if self.out != NULL and new_size < HUGE_PAGE_MIN:
-            _PyBytes_Resize(&self.out, new_size)
+            if _PyBytes_Resize_noexc(&self.out, new_size) < 0:
+                # the old object is gone (freed, out = NULL): forget its memory
+                self.data = NULL
+                self.size = 0
+                self.pos = 0
+                raise MemoryError()
         else:
             # A large block is allocated afresh and only the bytes written so far are
             # copied: realloc would copy (and so touch) the whole old capacity, before
@@ -142,7 +148,11 @@ cdef class Buffer:
         cdef object result
         if self.out == NULL:
             return b""
-        _PyBytes_Resize(&self.out, self.pos)
+        if _PyBytes_Resize_noexc(&self.out, self.pos) < 0:
+            self.data = NULL
+            self.size = 0
+            self.pos = 0
+            raise MemoryError()
         result = <object>self.out
         Py_XDECREF(self.out)    # ownership moves to `result`
         self.out = NULL

@@ -66,6 +66,8 @@ cdef extern from "Python.h":
     PyObject* TYPE_OF "(PyObject*)Py_TYPE"(PyObject* o)
     PyObject* PyDict_GetItemWithError_raw "PyDict_GetItemWithError"(object p, object key)
     void PyErr_Clear()
+    void PyObject_GC_UnTrack(void* o)
+    void PyObject_GC_Track(void* o)
 
 
 cdef inline PyObject* class_lookup(dict table, object cls) noexcept:
@@ -898,9 +900,13 @@ cdef class WriteContext(Buffer):
                 key = <object>k
                 value = <object>v
                 if kkind == K_STR:
+                    if type(key) is not str:
+                        raise _error.ChangedDuringSerializationError("dict changed during iteration")
                     self.write_str_dedup(<str>key)
                 else:
                     self.write_any(key)
+                if vkind != K_ANY and TYPE_OF(<PyObject*>value) != vt:
+                    raise _error.ChangedDuringSerializationError("dict changed during iteration")
                 if vkind == K_STR:
                     if self.ref:
                         self.write_str_dedup(<str>value)
@@ -909,7 +915,10 @@ cdef class WriteContext(Buffer):
                 elif vkind == K_FLOAT:
                     self.put_double(PyFloat_AS_DOUBLE(value))
                 elif vkind == K_INT:
+                    overflow = 0
                     iv = PyLong_AsLongLongAndOverflow(value, &overflow)
+                    if overflow:
+                        raise _error.ChangedDuringSerializationError("dict changed during iteration")
                     self.put_varint64(iv)
                 else:
                     self.write_any(value)
@@ -1392,7 +1401,10 @@ cdef class ReadContext(Buffer):
             # packed items register nothing, so registering after filling keeps
             # the same reference numbering
             lst = PyList_New(n)
+            # invisible to gc.get_objects/get_referrers until every slot is filled
+            PyObject_GC_UnTrack(<PyObject*>lst)
             self.fill_items(lst, n, kind)
+            PyObject_GC_Track(<PyObject*>lst)
             if self.ref:
                 self.refs.append(lst)
         self.depth -= 1
@@ -1407,7 +1419,9 @@ cdef class ReadContext(Buffer):
         else:
             self.enter()
             tup = PyTuple_New(n)
+            PyObject_GC_UnTrack(<PyObject*>tup)
             self.fill_items(tup, n, self.get_u8())
+            PyObject_GC_Track(<PyObject*>tup)
             self.depth -= 1
         if discard:
             return self.read_any()
@@ -1470,11 +1484,13 @@ cdef class ReadContext(Buffer):
             self.depth -= 1
             return s
         items = PyList_New(n)
+        PyObject_GC_UnTrack(<PyObject*>items)
         for i in range(n):
             item = self.read_elem(kind)
             Py_INCREF(item)
             PyList_SET_ITEM(items, i, item)
         self.depth -= 1
+        PyObject_GC_Track(<PyObject*>items)
         fs = frozenset(items)
         if discard:
             return self.read_any()
@@ -1506,6 +1522,7 @@ cdef class ReadContext(Buffer):
         cdef int wire_kind
         cdef TypeInfo info
         cdef Serializer ser
+        cdef Py_ssize_t slot
         if h & 1:
             h >>= 1
             if h >= <uint64_t>PyList_GET_SIZE(self.types):
@@ -1534,6 +1551,7 @@ cdef class ReadContext(Buffer):
                 f"{info.cls!r} was written by a {WIRE_KIND_NAMES.get(wire_kind, wire_kind)} "
                 f"serializer but this side uses a {WIRE_KIND_NAMES.get(info.wire_kind, info.wire_kind)} "
                 "serializer: the class differs between writer and reader")
+        slot = PyList_GET_SIZE(self.types)
         self.types.append(info)
         if self.policy is not None and kind != D_INTERNAL:
             self.policy.validate_class(info.cls, kind == D_BY_VALUE)
@@ -1543,8 +1561,9 @@ cdef class ReadContext(Buffer):
             self.depth -= 1
         ser = info.serializer
         if ser is not None and ser.has_type_meta:
+            # (reading the state or the meta may have added types after this one's slot)
             info = info.with_serializer(ser.read_type_meta(self))
-            self.types[PyList_GET_SIZE(self.types) - 1] = info
+            self.types[slot] = info
         return info
 
     # -- Python-visible API for serializers --

@@ -43,6 +43,7 @@ from pyfory.error import MalformedDataError, SchemaMismatchError, SerializationE
 
 cdef extern from "Python.h":
     bint PyDict_Next(object p, Py_ssize_t *ppos, PyObject* *pkey, PyObject* *pvalue)
+    PyObject** PySequence_Fast_ITEMS(object o)
     object PyObject_GenericGetDict(object o, void* context)
     int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
@@ -205,6 +206,7 @@ cdef class ObjectSerializer(Serializer):
         cdef PyObject* k
         cdef PyObject* v
         cdef tuple last = st.last
+        cdef tuple layout
         cdef bint same
         cdef list slot_values = None
         cdef list names_list = None
@@ -265,9 +267,15 @@ cdef class ObjectSerializer(Serializer):
         else:
             st.last_index = len(st.index) - 1
         if d is not None:
+            layout = st.last      # the names just written or referred to, dict keys first
             pos = 0
             i = 0
             while PyDict_Next(d, &pos, &k, &v):
+                # the same attribute, in the same place, as the layout says (user code run
+                # by write_any may have replaced one)
+                if i >= n or k != PyTuple_GET_ITEM(layout, i):
+                    raise SerializationError(
+                        f"attributes of a {type(obj).__qualname__} changed while it was serialized")
                 # our own reference: user code run by write_any may drop the dict's
                 value = <object>v
                 ctx.write_any(value)
@@ -477,9 +485,12 @@ cdef class NamedTupleSerializer(Serializer):
             raise SchemaMismatchError(
                 f"{self.cls.__module__}.{self.cls.__qualname__} has {self.nfields} fields, "
                 f"the payload has {n} values")
+        # read every value first: the instance never exists with NULL items while user
+        # code runs (a nested read, or its own __del__ when reading fails)
+        values = [ctx.read_any() for i in range(n)]
         obj = tuple_alloc(self.cls, n)
         for i in range(n):
-            tuple_set(obj, i, ctx.read_any())
+            tuple_set(obj, i, <object>PyList_GET_ITEM(values, i))
         return obj
 
 
@@ -490,12 +501,18 @@ def fill_object_array(Py_ssize_t address, list items):
     array's data pointer (`__array_interface__`); the caller made the array and checked
     its size. One C loop: 10x faster than going through np.fromiter."""
     cdef PyObject** slots = <PyObject**>address
-    cdef Py_ssize_t i
+    cdef tuple snap = tuple(items)           # user code cannot shrink it
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(snap)
+    cdef list olds = [None] * n              # what the slots held: released after the loop
+    cdef PyObject** keep = PySequence_Fast_ITEMS(olds)
     cdef PyObject* old
     cdef PyObject* item
-    for i in range(PyList_GET_SIZE(items)):
-        item = PyList_GET_ITEM(items, i)
+    for i in range(n):
+        item = PyTuple_GET_ITEM(snap, i)
         Py_INCREF(<object>item)
         old = slots[i]
         slots[i] = item
-        Py_XDECREF(old)
+        if old != NULL:
+            Py_XDECREF(keep[i])              # a None
+            keep[i] = old                    # moves the array's reference (None is not freed)
+    # olds (and any __del__ it triggers) goes away only now
