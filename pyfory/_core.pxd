@@ -102,8 +102,13 @@ cdef class ReadContext(Buffer):
     cdef public Py_ssize_t buffer_index
     cdef public object policy
     cdef public dict scratch
+    cdef PyObject** stack             # the value stack (see read_tuple)
+    cdef Py_ssize_t stack_len
+    cdef Py_ssize_t stack_cap
 
     cdef int begin(self, object data) except -1
+    cdef int stack_grow(self) except -1
+    cdef void stack_drop(self, Py_ssize_t base) noexcept
     cdef void end(self) noexcept
     cdef object read_any(self)
     cdef object read_tagged(self, int tag)
@@ -124,8 +129,20 @@ cdef class ReadContext(Buffer):
     cdef object get_ref(self, Py_ssize_t idx)
     cdef object read_buffer_body(self, bint writable)
     cdef object read_buffer_value(self)
-    cdef int check_count(self, Py_ssize_t n, Py_ssize_t min_item_size) except -1
-    cdef int enter(self) except -1
+    cdef int raise_count(self, Py_ssize_t n) except -1
+    cdef int raise_depth(self) except -1
+
+    cdef inline int check_count(self, Py_ssize_t n, Py_ssize_t min_item_size) except -1:
+        # a count the remaining input cannot back is rejected before allocating
+        if n > self.size - self.pos or n * min_item_size > self.size - self.pos:
+            return self.raise_count(n)
+        return 0
+
+    cdef inline int enter(self) except -1:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            return self.raise_depth()
+        return 0
 
 
 cdef class Fory:

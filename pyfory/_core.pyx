@@ -12,7 +12,7 @@ from libc.string cimport memcpy, memset
 from libc.math cimport fabs
 from libc.float cimport FLT_MAX
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_DECREF
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.list cimport PyList_New, PyList_SET_ITEM, PyList_GET_ITEM, PyList_GET_SIZE, PyList_Append
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.dict cimport PyDict_SetItem, PyDict_Size
@@ -1039,6 +1039,16 @@ cdef class ReadContext(Buffer):
     """State of one `loads`: the input cursor and the tables of objects, strings and
     types met so far, which back-references index into."""
 
+    def __cinit__(self, *args, **kwargs):
+        self.stack = NULL
+        self.stack_len = 0
+        self.stack_cap = 0
+
+    def __dealloc__(self):
+        self.stack_drop(0)
+        free(self.stack)
+        self.stack = NULL
+
     def __init__(self, fory):
         self.fory = fory
         self.resolver = fory.resolver
@@ -1060,6 +1070,7 @@ cdef class ReadContext(Buffer):
 
     cdef void end(self) noexcept:
         self.detach()
+        self.stack_drop(0)          # what a failed read left on the value stack
         if PyList_GET_SIZE(self.refs):
             self.refs = []
         if PyList_GET_SIZE(self.strings):
@@ -1070,13 +1081,30 @@ cdef class ReadContext(Buffer):
         self.scratch = None
         self.in_use = False
 
-    cdef int enter(self) except -1:
-        self.depth += 1
-        if self.depth > self.max_depth:
-            raise DepthLimitError(
-                f"payload nests deeper than max_depth={self.max_depth} "
-                f"(at offset {self.pos})")
+    # -- the value stack: items of a tuple being read wait here until the tuple is made,
+    #    so no half-built tuple is ever visible to user code (gc.get_objects) --
+    cdef int stack_grow(self) except -1:
+        cdef Py_ssize_t cap = self.stack_cap * 2 if self.stack_cap else 64
+        cdef PyObject** grown = <PyObject**>realloc(self.stack, cap * sizeof(PyObject*))
+        if grown == NULL:
+            raise MemoryError()
+        self.stack = grown
+        self.stack_cap = cap
         return 0
+
+    cdef void stack_drop(self, Py_ssize_t base) noexcept:
+        # release the items above base (left there by a read that failed)
+        cdef PyObject* o
+        while self.stack_len > base:
+            self.stack_len -= 1
+            o = self.stack[self.stack_len]
+            Py_XDECREF(o)
+
+    cdef int raise_depth(self) except -1:
+        # (enter, inline in _core.pxd, went past max_depth)
+        raise DepthLimitError(
+            f"payload nests deeper than max_depth={self.max_depth} "
+            f"(at offset {self.pos})")
 
     cdef object read_any(self):
         # one if/elif chain on the tag: the C compiler makes it a jump table
@@ -1294,10 +1322,9 @@ cdef class ReadContext(Buffer):
             return PyFloat_FromDouble(self.get_double())
         return self.read_any()
 
-    cdef int check_count(self, Py_ssize_t n, Py_ssize_t min_item_size) except -1:
-        # a count the remaining input cannot back is rejected before allocating
-        if n > self.size - self.pos or n * min_item_size > self.size - self.pos:
-            raise _error.TruncatedDataError(
+    cdef int raise_count(self, Py_ssize_t n) except -1:
+        # (check_count, inline in _core.pxd, found n too large)
+        raise _error.TruncatedDataError(
                 f"count {n} at offset {self.pos} exceeds what the remaining "
                 f"{self.size - self.pos} byte(s) can hold")
         return 0
@@ -1376,9 +1403,10 @@ cdef class ReadContext(Buffer):
         return 0
 
     cdef object read_list(self, bint discard):
-        cdef Py_ssize_t n = self.get_length(), i
+        cdef Py_ssize_t n = self.get_length(), i, base
         cdef int kind
         cdef list lst
+        cdef PyObject** slots
         self.check_count(n, 1)
         if n == 0:
             lst = []
@@ -1398,13 +1426,32 @@ cdef class ReadContext(Buffer):
                 for i in range(n):
                     lst.append(self.read_any())
         else:
-            # packed items register nothing, so registering after filling keeps
-            # the same reference numbering
-            lst = PyList_New(n)
-            # invisible to gc.get_objects/get_referrers until every slot is filled
-            PyObject_GC_UnTrack(<PyObject*>lst)
-            self.fill_items(lst, n, kind)
-            PyObject_GC_Track(<PyObject*>lst)
+            # without ref tracking, or packed items (they register nothing): the list
+            # is registered after its items, which keeps the same reference numbering
+            if kind == K_ANY:
+                # items first, on the value stack (see read_tuple), then the list
+                base = self.stack_len
+                for i in range(n):
+                    o = self.read_any()
+                    if self.stack_len == self.stack_cap:
+                        self.stack_grow()
+                    Py_INCREF(o)
+                    self.stack[self.stack_len] = <PyObject*>o
+                    self.stack_len += 1
+                lst = PyList_New(n)
+                slots = PySequence_Fast_ITEMS(lst)
+                for i in range(n):
+                    slots[i] = self.stack[base + i]     # the list takes over the references
+                self.stack_len = base
+            else:
+                lst = PyList_New(n)
+                if kind == K_OBJECT:
+                    # objects' serializers run user code: out of gc's sight until full
+                    PyObject_GC_UnTrack(<PyObject*>lst)
+                    self.fill_items(lst, n, kind)
+                    PyObject_GC_Track(<PyObject*>lst)
+                else:
+                    self.fill_items(lst, n, kind)   # ints, floats, strs: no user code runs
             if self.ref:
                 self.refs.append(lst)
         self.depth -= 1
@@ -1414,14 +1461,40 @@ cdef class ReadContext(Buffer):
         cdef Py_ssize_t n = self.get_length()
         cdef tuple tup
         self.check_count(n, 1)
+        cdef int kind
+        cdef Py_ssize_t base, i
+        cdef PyObject** slots
         if n == 0:
             tup = ()
         else:
             self.enter()
-            tup = PyTuple_New(n)
-            PyObject_GC_UnTrack(<PyObject*>tup)
-            self.fill_items(tup, n, self.get_u8())
-            PyObject_GC_Track(<PyObject*>tup)
+            kind = self.get_u8()
+            if kind == K_ANY:
+                # items first (on the value stack), then the tuple: it never exists with
+                # NULL items while user code may run (a nested object's serializer)
+                base = self.stack_len
+                for i in range(n):
+                    o = self.read_any()
+                    if self.stack_len == self.stack_cap:
+                        self.stack_grow()
+                    Py_INCREF(o)
+                    self.stack[self.stack_len] = <PyObject*>o
+                    self.stack_len += 1
+                tup = PyTuple_New(n)
+                slots = PySequence_Fast_ITEMS(tup)
+                for i in range(n):
+                    slots[i] = self.stack[base + i]     # the tuple takes over the references
+                self.stack_len = base
+            else:
+                tup = PyTuple_New(n)
+                if kind == K_OBJECT:
+                    # objects' serializers run user code: keep the half-filled tuple out of
+                    # gc's sight (gc.get_objects) until it is full
+                    PyObject_GC_UnTrack(<PyObject*>tup)
+                    self.fill_items(tup, n, kind)
+                    PyObject_GC_Track(<PyObject*>tup)
+                else:
+                    self.fill_items(tup, n, kind)   # ints, floats, strs: no user code runs
             self.depth -= 1
         if discard:
             return self.read_any()
