@@ -108,6 +108,8 @@ cdef class ReadContext(Buffer):
 
     cdef int begin(self, object data) except -1
     cdef int stack_grow(self) except -1
+    cdef Py_ssize_t stack_read_any(self, Py_ssize_t n) except -1
+    cdef void stack_move_into(self, object seq, Py_ssize_t base, Py_ssize_t n) noexcept
     cdef void stack_drop(self, Py_ssize_t base) noexcept
     cdef void end(self) noexcept
     cdef object read_any(self)

@@ -1092,6 +1092,26 @@ cdef class ReadContext(Buffer):
         self.stack_cap = cap
         return 0
 
+    cdef Py_ssize_t stack_read_any(self, Py_ssize_t n) except -1:
+        """Read n values of any type onto the value stack; returns where they start."""
+        cdef Py_ssize_t base = self.stack_len, i
+        for i in range(n):
+            o = self.read_any()
+            if self.stack_len == self.stack_cap:
+                self.stack_grow()
+            Py_INCREF(o)
+            self.stack[self.stack_len] = <PyObject*>o
+            self.stack_len += 1
+        return base
+
+    cdef void stack_move_into(self, object seq, Py_ssize_t base, Py_ssize_t n) noexcept:
+        # into a new list/tuple of n empty slots, which takes over the references
+        cdef PyObject** slots = PySequence_Fast_ITEMS(seq)
+        cdef Py_ssize_t i
+        for i in range(n):
+            slots[i] = self.stack[base + i]
+        self.stack_len = base
+
     cdef void stack_drop(self, Py_ssize_t base) noexcept:
         # release the items above base (left there by a read that failed)
         cdef PyObject* o
@@ -1406,7 +1426,6 @@ cdef class ReadContext(Buffer):
         cdef Py_ssize_t n = self.get_length(), i, base
         cdef int kind
         cdef list lst
-        cdef PyObject** slots
         self.check_count(n, 1)
         if n == 0:
             lst = []
@@ -1430,19 +1449,9 @@ cdef class ReadContext(Buffer):
             # is registered after its items, which keeps the same reference numbering
             if kind == K_ANY:
                 # items first, on the value stack (see read_tuple), then the list
-                base = self.stack_len
-                for i in range(n):
-                    o = self.read_any()
-                    if self.stack_len == self.stack_cap:
-                        self.stack_grow()
-                    Py_INCREF(o)
-                    self.stack[self.stack_len] = <PyObject*>o
-                    self.stack_len += 1
+                base = self.stack_read_any(n)
                 lst = PyList_New(n)
-                slots = PySequence_Fast_ITEMS(lst)
-                for i in range(n):
-                    slots[i] = self.stack[base + i]     # the list takes over the references
-                self.stack_len = base
+                self.stack_move_into(lst, base, n)
             else:
                 lst = PyList_New(n)
                 if kind == K_OBJECT:
@@ -1462,8 +1471,7 @@ cdef class ReadContext(Buffer):
         cdef tuple tup
         self.check_count(n, 1)
         cdef int kind
-        cdef Py_ssize_t base, i
-        cdef PyObject** slots
+        cdef Py_ssize_t base
         if n == 0:
             tup = ()
         else:
@@ -1472,19 +1480,9 @@ cdef class ReadContext(Buffer):
             if kind == K_ANY:
                 # items first (on the value stack), then the tuple: it never exists with
                 # NULL items while user code may run (a nested object's serializer)
-                base = self.stack_len
-                for i in range(n):
-                    o = self.read_any()
-                    if self.stack_len == self.stack_cap:
-                        self.stack_grow()
-                    Py_INCREF(o)
-                    self.stack[self.stack_len] = <PyObject*>o
-                    self.stack_len += 1
+                base = self.stack_read_any(n)
                 tup = PyTuple_New(n)
-                slots = PySequence_Fast_ITEMS(tup)
-                for i in range(n):
-                    slots[i] = self.stack[base + i]     # the tuple takes over the references
-                self.stack_len = base
+                self.stack_move_into(tup, base, n)
             else:
                 tup = PyTuple_New(n)
                 if kind == K_OBJECT:
