@@ -53,14 +53,18 @@ cdef extern from *:
     void pyfory_advise_huge_pages(void* p, Py_ssize_t n) nogil
 
 
+cdef inline void copy_advised(char* dst, const uint8_t* p, Py_ssize_t n) noexcept:
+    # a large copy into fresh memory: advise it for huge pages before touching it
+    pyfory_advise_huge_pages(dst, n)
+    memcpy(dst, p, n)
+
+
 cdef object bytes_from(const uint8_t* p, Py_ssize_t n):
     """A copy of n bytes at p as bytes (huge pages for large blocks)."""
     if n < HUGE_PAGE_MIN:
         return PyBytes_FromStringAndSize(<const char*>p, n)
     cdef object out = PyBytes_FromStringAndSize(NULL, n)
-    cdef char* dst = PyBytes_AS_STRING(out)
-    pyfory_advise_huge_pages(dst, n)
-    memcpy(dst, p, n)
+    copy_advised(PyBytes_AS_STRING(out), p, n)
     return out
 
 
@@ -69,9 +73,7 @@ cdef object bytearray_from(const uint8_t* p, Py_ssize_t n):
     if n < HUGE_PAGE_MIN:
         return PyByteArray_FromStringAndSize(<const char*>p, n)
     cdef object out = PyByteArray_FromStringAndSize(NULL, n)
-    cdef char* dst = PyByteArray_AS_STRING(out)
-    pyfory_advise_huge_pages(dst, n)
-    memcpy(dst, p, n)
+    copy_advised(PyByteArray_AS_STRING(out), p, n)
     return out
 
 

@@ -1081,8 +1081,9 @@ cdef class ReadContext(Buffer):
         self.scratch = None
         self.in_use = False
 
-    # -- the value stack: items of a tuple being read wait here until the tuple is made,
-    #    so no half-built tuple is ever visible to user code (gc.get_objects) --
+    # -- the value stack: the items of a tuple, list or frozenset being read wait here
+    #    until the container is made, so no half-built one is ever visible to user code
+    #    (gc.get_objects) while a nested read runs it --
     cdef int stack_grow(self) except -1:
         cdef Py_ssize_t cap = self.stack_cap * 2 if self.stack_cap else 64
         cdef PyObject** grown = <PyObject**>realloc(self.stack, cap * sizeof(PyObject*))
@@ -1380,7 +1381,11 @@ cdef class ReadContext(Buffer):
                 Py_INCREF(o)
                 items[i] = <PyObject*>o
         elif kind == K_OBJECT:
+            # the objects' serializers run user code: keep the half-filled sequence out
+            # of gc's sight (gc.get_objects) until it is full
+            PyObject_GC_UnTrack(<PyObject*>seq)
             self.read_same_objects(seq, n, False)
+            PyObject_GC_Track(<PyObject*>seq)
         else:
             raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
         return 0
@@ -1454,13 +1459,7 @@ cdef class ReadContext(Buffer):
                 self.stack_move_into(lst, base, n)
             else:
                 lst = PyList_New(n)
-                if kind == K_OBJECT:
-                    # objects' serializers run user code: out of gc's sight until full
-                    PyObject_GC_UnTrack(<PyObject*>lst)
-                    self.fill_items(lst, n, kind)
-                    PyObject_GC_Track(<PyObject*>lst)
-                else:
-                    self.fill_items(lst, n, kind)   # ints, floats, strs: no user code runs
+                self.fill_items(lst, n, kind)
             if self.ref:
                 self.refs.append(lst)
         self.depth -= 1
@@ -1485,14 +1484,7 @@ cdef class ReadContext(Buffer):
                 self.stack_move_into(tup, base, n)
             else:
                 tup = PyTuple_New(n)
-                if kind == K_OBJECT:
-                    # objects' serializers run user code: keep the half-filled tuple out of
-                    # gc's sight (gc.get_objects) until it is full
-                    PyObject_GC_UnTrack(<PyObject*>tup)
-                    self.fill_items(tup, n, kind)
-                    PyObject_GC_Track(<PyObject*>tup)
-                else:
-                    self.fill_items(tup, n, kind)   # ints, floats, strs: no user code runs
+                self.fill_items(tup, n, kind)
             self.depth -= 1
         if discard:
             return self.read_any()
@@ -1528,7 +1520,7 @@ cdef class ReadContext(Buffer):
         return d
 
     cdef object read_setlike(self, int tag, bint discard):
-        cdef Py_ssize_t n = self.get_length(), i
+        cdef Py_ssize_t n = self.get_length(), i, base
         cdef int kind
         cdef list items
         self.check_count(n, 1)
@@ -1554,14 +1546,14 @@ cdef class ReadContext(Buffer):
                 s.add(self.read_elem(kind))
             self.depth -= 1
             return s
-        items = PyList_New(n)
-        PyObject_GC_UnTrack(<PyObject*>items)
-        for i in range(n):
-            item = self.read_elem(kind)
-            Py_INCREF(item)
-            PyList_SET_ITEM(items, i, item)
+        if kind == K_ANY:
+            base = self.stack_read_any(n)       # items first (see read_tuple)
+            items = PyList_New(n)
+            self.stack_move_into(items, base, n)
+        else:
+            items = PyList_New(n)
+            self.fill_items(items, n, kind)     # strs: no user code runs
         self.depth -= 1
-        PyObject_GC_Track(<PyObject*>items)
         fs = frozenset(items)
         if discard:
             return self.read_any()

@@ -426,6 +426,18 @@ class NdarraySerializer(Serializer):
         flat[:] = self._frombuffer(view, self._uint8)
         return flat
 
+    def _fill_flat(self, flat, dt, items: list) -> None:
+        if dt.fields is None and len(items) > 1:
+            try:
+                # StringDType (or object) elements: one C loop; fromiter keeps each item
+                # as it is (a list stays a list), where flat[:] = items would not
+                flat[:] = self._np.fromiter(items, dtype=object, count=len(items))
+                return
+            except (TypeError, ValueError):     # numpy < 1.23: no object fromiter
+                pass
+        for i, item in enumerate(items):
+            flat[i] = item
+
     def read_state(self, ctx, arr):
         if _is_plain(arr.dtype):
             return
@@ -435,21 +447,8 @@ class NdarraySerializer(Serializer):
         if arr.dtype.kind == "O" and (arr.flags.c_contiguous or arr.flags.f_contiguous):
             # the array read() made: its slots are filled in place, in memory order
             _fill_object_array(arr.__array_interface__["data"][0], items)
-            items = None
-        flat = arr.ravel(order="K")     # a view of arr, in memory order
-        if items is None:
-            pass
-        elif arr.dtype.fields is None and len(items) > 1:
-            try:
-                # object (or StringDType) elements: one C loop; fromiter keeps each item
-                # as it is (a list stays a list), where flat[:] = items would not
-                flat[:] = self._np.fromiter(items, dtype=object, count=len(items))
-                items = None
-            except (TypeError, ValueError):     # numpy < 1.23: no object fromiter
-                pass
-        if items is not None:
-            for i, item in enumerate(items):
-                flat[i] = item
+        else:
+            self._fill_flat(arr.ravel(order="K"), arr.dtype, items)   # a view, memory order
         if ctx.read_uint8() & F_READONLY:
             arr.flags.writeable = False
 
