@@ -15,6 +15,14 @@ cdef struct PtrTable:
     Py_ssize_t keys_capacity
 
 
+cdef struct ObjVec:
+    # a growable array of strong references: the reader's value stack and its
+    # back-reference tables (kept between payloads, like PtrTable)
+    PyObject** items
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
 cdef class Serializer:
     cdef public object fory
     cdef public object cls
@@ -95,22 +103,18 @@ cdef class ReadContext(Buffer):
     cdef bint in_use
     cdef Py_ssize_t depth
     cdef Py_ssize_t max_depth
-    cdef list refs
-    cdef list strings
+    cdef ObjVec refs                  # objects met so far, for back-references
+    cdef ObjVec strings               # strings written once, then by index
     cdef list types
     cdef public list buffers
     cdef public Py_ssize_t buffer_index
     cdef public object policy
     cdef public dict scratch
-    cdef PyObject** stack             # the value stack (see read_tuple)
-    cdef Py_ssize_t stack_len
-    cdef Py_ssize_t stack_cap
+    cdef ObjVec stack                 # the value stack (see read_tuple)
 
     cdef int begin(self, object data) except -1
-    cdef int stack_grow(self) except -1
     cdef Py_ssize_t stack_read_any(self, Py_ssize_t n) except -1
     cdef void stack_move_into(self, object seq, Py_ssize_t base, Py_ssize_t n) noexcept
-    cdef void stack_drop(self, Py_ssize_t base) noexcept
     cdef void end(self) noexcept
     cdef object read_any(self)
     cdef object read_tagged(self, int tag)

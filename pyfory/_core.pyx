@@ -269,6 +269,53 @@ cdef void ptable_clear(PtrTable* t) noexcept:
         Py_DECREF(<object>k)
 
 
+
+# ---- object vector (the reader's value stack and back-reference tables) ---------------
+cdef int objvec_grow(ObjVec* v) except -1:
+    cdef Py_ssize_t cap = v.cap * 2 if v.cap else 64
+    cdef PyObject** grown = <PyObject**>realloc(v.items, cap * sizeof(PyObject*))
+    if grown == NULL:
+        raise MemoryError()
+    v.items = grown
+    v.cap = cap
+    return 0
+
+
+cdef inline int objvec_push(ObjVec* v, object o) except -1:
+    """Append o, holding a reference until the vector is truncated below it."""
+    if v.len == v.cap:
+        objvec_grow(v)
+    Py_INCREF(o)
+    v.items[v.len] = <PyObject*>o
+    v.len += 1
+    return 0
+
+
+cdef void objvec_truncate(ObjVec* v, Py_ssize_t base) noexcept:
+    # release the items above base, newest first (a destructor may run user code;
+    # the vector is consistent at each step)
+    cdef PyObject* o
+    while v.len > base:
+        v.len -= 1
+        o = v.items[v.len]
+        Py_XDECREF(o)
+
+
+cdef void objvec_free(ObjVec* v) noexcept:
+    objvec_truncate(v, 0)
+    free(v.items)
+    v.items = NULL
+    v.cap = 0
+
+
+cdef void objvec_reset(ObjVec* v) noexcept:
+    # empty for the next payload: the memory is kept unless one payload made it large
+    if v.cap > PTABLE_KEEP:
+        objvec_free(v)
+    else:
+        objvec_truncate(v, 0)
+
+
 # ---- serializers ---------------------------------------------------------------------
 cdef class Serializer:
     """Base class of serializers: `write(ctx, obj)` and `read(ctx) -> obj`.
@@ -1040,22 +1087,19 @@ cdef class ReadContext(Buffer):
     types met so far, which back-references index into."""
 
     def __cinit__(self, *args, **kwargs):
-        self.stack = NULL
-        self.stack_len = 0
-        self.stack_cap = 0
+        # (the ObjVec fields start zeroed: empty, nothing allocated)
+        pass
 
     def __dealloc__(self):
-        self.stack_drop(0)
-        free(self.stack)
-        self.stack = NULL
+        objvec_free(&self.stack)
+        objvec_free(&self.refs)
+        objvec_free(&self.strings)
 
     def __init__(self, fory):
         self.fory = fory
         self.resolver = fory.resolver
         self.max_depth = fory.max_depth
         self.policy = fory.policy
-        self.refs = []
-        self.strings = []
         self.types = []
         self.in_use = False
         self.buffers = None
@@ -1070,11 +1114,9 @@ cdef class ReadContext(Buffer):
 
     cdef void end(self) noexcept:
         self.detach()
-        self.stack_drop(0)          # what a failed read left on the value stack
-        if PyList_GET_SIZE(self.refs):
-            self.refs = []
-        if PyList_GET_SIZE(self.strings):
-            self.strings = []
+        objvec_reset(&self.stack)   # what a failed read left on the value stack
+        objvec_reset(&self.refs)
+        objvec_reset(&self.strings)
         if PyList_GET_SIZE(self.types):
             self.types = []
         self.buffers = None
@@ -1084,25 +1126,11 @@ cdef class ReadContext(Buffer):
     # -- the value stack: the items of a tuple, list or frozenset being read wait here
     #    until the container is made, so no half-built one is ever visible to user code
     #    (gc.get_objects) while a nested read runs it --
-    cdef int stack_grow(self) except -1:
-        cdef Py_ssize_t cap = self.stack_cap * 2 if self.stack_cap else 64
-        cdef PyObject** grown = <PyObject**>realloc(self.stack, cap * sizeof(PyObject*))
-        if grown == NULL:
-            raise MemoryError()
-        self.stack = grown
-        self.stack_cap = cap
-        return 0
-
     cdef Py_ssize_t stack_read_any(self, Py_ssize_t n) except -1:
         """Read n values of any type onto the value stack; returns where they start."""
-        cdef Py_ssize_t base = self.stack_len, i
+        cdef Py_ssize_t base = self.stack.len, i
         for i in range(n):
-            o = self.read_any()
-            if self.stack_len == self.stack_cap:
-                self.stack_grow()
-            Py_INCREF(o)
-            self.stack[self.stack_len] = <PyObject*>o
-            self.stack_len += 1
+            objvec_push(&self.stack, self.read_any())
         return base
 
     cdef void stack_move_into(self, object seq, Py_ssize_t base, Py_ssize_t n) noexcept:
@@ -1110,16 +1138,8 @@ cdef class ReadContext(Buffer):
         cdef PyObject** slots = PySequence_Fast_ITEMS(seq)
         cdef Py_ssize_t i
         for i in range(n):
-            slots[i] = self.stack[base + i]
-        self.stack_len = base
-
-    cdef void stack_drop(self, Py_ssize_t base) noexcept:
-        # release the items above base (left there by a read that failed)
-        cdef PyObject* o
-        while self.stack_len > base:
-            self.stack_len -= 1
-            o = self.stack[self.stack_len]
-            Py_XDECREF(o)
+            slots[i] = self.stack.items[base + i]
+        self.stack.len = base
 
     cdef int raise_depth(self) except -1:
         # (enter, inline in _core.pxd, went past max_depth)
@@ -1178,7 +1198,7 @@ cdef class ReadContext(Buffer):
             p = self.take(n)
             obj = bytes_from(p, n)
             if self.ref:
-                self.refs.append(obj)
+                objvec_push(&self.refs, obj)
             return obj
         if tag == T_BIGINT:
             return self.read_bigint()
@@ -1189,7 +1209,7 @@ cdef class ReadContext(Buffer):
             p = self.take(n)
             obj = bytearray_from(p, n)
             if self.ref:
-                self.refs.append(obj)
+                objvec_push(&self.refs, obj)
             return obj
         if tag == T_BUFFER:
             return self.read_buffer_value()
@@ -1298,7 +1318,7 @@ cdef class ReadContext(Buffer):
         else:
             raise MalformedDataError(f"unknown buffer kind {kind} at offset {self.pos - 1}")
         if self.ref:
-            self.refs.append(data)
+            objvec_push(&self.refs, data)
         return data
 
     cdef float get_float32(self) except? -1.0:
@@ -1307,11 +1327,11 @@ cdef class ReadContext(Buffer):
         return f
 
     cdef object get_ref(self, Py_ssize_t idx):
-        if idx >= PyList_GET_SIZE(self.refs):
+        if idx >= self.refs.len:
             raise MalformedDataError(
-                f"reference to object #{idx} but only {PyList_GET_SIZE(self.refs)} "
+                f"reference to object #{idx} but only {self.refs.len} "
                 f"seen (offset {self.pos})")
-        return <object>PyList_GET_ITEM(self.refs, idx)
+        return <object>self.refs.items[idx]
 
     cdef object read_bigint(self):
         cdef Py_ssize_t n = self.get_length()
@@ -1323,12 +1343,12 @@ cdef class ReadContext(Buffer):
         cdef str s
         if (h & 3) == 3:
             idx = h >> 2
-            if idx >= <uint64_t>PyList_GET_SIZE(self.strings):
+            if idx >= <uint64_t>self.strings.len:
                 raise MalformedDataError(f"reference to string #{idx} not yet seen (offset {self.pos})")
-            return <str>PyList_GET_ITEM(self.strings, idx)
+            return <str>self.strings.items[idx]
         s = self.get_str_body(h)
         if h & 4:
-            self.strings.append(s)
+            objvec_push(&self.strings, s)
         return s
 
     cdef str read_str_any(self):
@@ -1416,7 +1436,7 @@ cdef class ReadContext(Buffer):
                     obj = self.read_any()       # the back-reference that replaces it
                 else:
                     if track:
-                        self.refs.append(obj)
+                        objvec_push(&self.refs, obj)
                     if ser.has_state:
                         ser.read_state(self, obj)
                 self.depth -= 1
@@ -1435,7 +1455,7 @@ cdef class ReadContext(Buffer):
         if n == 0:
             lst = []
             if self.ref:
-                self.refs.append(lst)
+                objvec_push(&self.refs, lst)
             return lst
         self.enter()
         kind = self.get_u8()
@@ -1443,7 +1463,7 @@ cdef class ReadContext(Buffer):
             # registered before its items, which may refer back to it: fill by
             # appending, so a back-reference never sees an unfilled slot
             lst = []
-            self.refs.append(lst)
+            objvec_push(&self.refs, lst)
             if kind == K_OBJECT:
                 self.read_same_objects(lst, n, True)
             else:
@@ -1461,7 +1481,7 @@ cdef class ReadContext(Buffer):
                 lst = PyList_New(n)
                 self.fill_items(lst, n, kind)
             if self.ref:
-                self.refs.append(lst)
+                objvec_push(&self.refs, lst)
         self.depth -= 1
         return lst
 
@@ -1489,7 +1509,7 @@ cdef class ReadContext(Buffer):
         if discard:
             return self.read_any()
         if self.ref:
-            self.refs.append(tup)
+            objvec_push(&self.refs, tup)
         return tup
 
     cdef object read_dict(self):
@@ -1499,7 +1519,7 @@ cdef class ReadContext(Buffer):
         self.check_count(n, 2)
         d = _PyDict_NewPresized(n)
         if self.ref:
-            self.refs.append(d)
+            objvec_push(&self.refs, d)
         if n == 0:
             return d
         self.enter()
@@ -1527,7 +1547,7 @@ cdef class ReadContext(Buffer):
         if tag == T_SET:
             s = set()
             if self.ref:
-                self.refs.append(s)
+                objvec_push(&self.refs, s)
             if n == 0:
                 return s
         elif n == 0:
@@ -1535,7 +1555,7 @@ cdef class ReadContext(Buffer):
             if discard:
                 return self.read_any()
             if self.ref:
-                self.refs.append(fs)
+                objvec_push(&self.refs, fs)
             return fs
         self.enter()
         kind = self.get_u8()
@@ -1558,7 +1578,7 @@ cdef class ReadContext(Buffer):
         if discard:
             return self.read_any()
         if self.ref:
-            self.refs.append(fs)
+            objvec_push(&self.refs, fs)
         return fs
 
     cdef object read_object(self, bint discard):
@@ -1573,7 +1593,7 @@ cdef class ReadContext(Buffer):
             self.depth -= 1
             return self.read_any()
         if self.ref or ser.track_identity:
-            self.refs.append(obj)
+            objvec_push(&self.refs, obj)
         if ser.has_state:
             ser.read_state(self, obj)
         self.depth -= 1
@@ -1684,7 +1704,7 @@ cdef class ReadContext(Buffer):
     def reference(self, obj):
         """Register obj for back-references now (used by two-phase serializers that
         build their object in `read` and must let `read_state` refer to it)."""
-        self.refs.append(obj)
+        objvec_push(&self.refs, obj)
 
     @property
     def ref_tracking(self):
