@@ -115,6 +115,7 @@ cdef class ReadContext(Buffer):
     cdef int begin(self, object data) except -1
     cdef Py_ssize_t stack_read_any(self, Py_ssize_t n) except -1
     cdef void stack_move_into(self, object seq, Py_ssize_t base, Py_ssize_t n) noexcept
+    cdef int stack_extend_list(self, list lst, Py_ssize_t base, Py_ssize_t n) except -1
     cdef void end(self) noexcept
     cdef object read_any(self)
     cdef object read_tagged(self, int tag)

@@ -68,6 +68,12 @@ cdef extern from "Python.h":
     void PyErr_Clear()
     void PyObject_GC_UnTrack(void* o)
     void PyObject_GC_Track(void* o)
+    # a list's item array: filled in one step by stack_extend_list
+    ctypedef struct PyListObject:
+        PyObject** ob_item
+        Py_ssize_t allocated
+    void* PyMem_Malloc(size_t n)
+    void Py_SET_SIZE(object o, Py_ssize_t n)
 
 
 cdef inline PyObject* class_lookup(dict table, object cls) noexcept:
@@ -1133,6 +1139,29 @@ cdef class ReadContext(Buffer):
             objvec_push(&self.stack, self.read_any())
         return base
 
+    cdef int stack_extend_list(self, list lst, Py_ssize_t base, Py_ssize_t n) except -1:
+        """Move the n items above base on the value stack to the end of lst."""
+        cdef PyListObject* raw = <PyListObject*>lst
+        cdef PyObject** slots
+        cdef Py_ssize_t i
+        if raw.ob_item == NULL:
+            # still the empty list made before the items (the usual case): give it
+            # its whole item array at once rather than growing it append by append
+            slots = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*))
+            if slots == NULL:
+                raise MemoryError()
+            memcpy(slots, self.stack.items + base, n * sizeof(PyObject*))
+            raw.ob_item = slots
+            raw.allocated = n
+            Py_SET_SIZE(lst, n)
+            self.stack.len = base
+            return 0
+        # user code reached the list through a back-reference and filled it: append
+        for i in range(n):
+            lst.append(<object>self.stack.items[base + i])
+        objvec_truncate(&self.stack, base)
+        return 0
+
     cdef void stack_move_into(self, object seq, Py_ssize_t base, Py_ssize_t n) noexcept:
         # into a new list/tuple of n empty slots, which takes over the references
         cdef PyObject** slots = PySequence_Fast_ITEMS(seq)
@@ -1460,15 +1489,15 @@ cdef class ReadContext(Buffer):
         self.enter()
         kind = self.get_u8()
         if (kind == K_ANY or kind == K_OBJECT) and self.ref:
-            # registered before its items, which may refer back to it: fill by
-            # appending, so a back-reference never sees an unfilled slot
+            # registered before its items, which may refer back to it: an item sees
+            # it empty (as in pickle: EMPTY_LIST, MEMOIZE, items, APPENDS)
             lst = []
             objvec_push(&self.refs, lst)
             if kind == K_OBJECT:
                 self.read_same_objects(lst, n, True)
             else:
-                for i in range(n):
-                    lst.append(self.read_any())
+                base = self.stack_read_any(n)
+                self.stack_extend_list(lst, base, n)
         else:
             # without ref tracking, or packed items (they register nothing): the list
             # is registered after its items, which keeps the same reference numbering

@@ -107,6 +107,35 @@ def test_list_containing_itself(roundtrip, same_graph):
     assert result[:2] == [1, "x"]
 
 
+
+class _AppendsToOwner:
+    """Its __setstate__ appends to the list that holds it, reached by a back-reference
+    while that list's items are still being read."""
+
+    def __init__(self, owner=None):
+        self.owner = owner
+
+    def __reduce__(self):
+        return (_AppendsToOwner, (), {"owner": self.owner})
+
+    def __setstate__(self, state):
+        self.owner = state["owner"]
+        self.owner.append("added while loading")
+
+
+def test_list_seen_by_user_code_while_its_items_are_read_matches_pickle():
+    import pickle
+
+    lst = []
+    lst.extend([_AppendsToOwner(lst), 1, "x"])
+    expected = pickle.loads(pickle.dumps(lst, protocol=5))
+    result = pyfory.Fory(ref=True, strict=False).loads(pyfory.Fory(ref=True, strict=False).dumps(lst))
+    # pickle makes the list, then its items, then appends them: user code saw it empty
+    assert expected[0] == "added while loading" and expected[1].owner is expected
+    assert result[0] == "added while loading"
+    assert result[1].owner is result
+    assert result[2:] == [1, "x"] and len(result) == len(expected) == 4
+
 def test_dict_containing_itself(roundtrip, same_graph):
     d = {"name": "root"}
     d["self"] = d
