@@ -1,7 +1,34 @@
 # cython: language_level=3
 from libc.stdint cimport uint8_t, int64_t, uint64_t
 from cpython.object cimport PyObject
+from cpython.long cimport PyLong_FromLongLong
+from cpython.float cimport PyFloat_FromDouble
 from pyfory._buffer cimport Buffer
+
+
+# wire tags (docs/format.md)
+cdef enum:
+    T_NONE = 0
+    T_TRUE = 1
+    T_FALSE = 2
+    T_INT = 3           # zigzag varint64
+    T_BIGINT = 4        # varint nbytes, signed little-endian
+    T_FLOAT = 5         # 8 bytes little-endian IEEE 754
+    T_STR = 6           # string header + bytes
+    T_BYTES = 7         # varint len + bytes
+    T_LIST = 8          # varint n [kind] items
+    T_TUPLE = 9
+    T_DICT = 10         # varint n [key kind | value kind << 4] pairs
+    T_SET = 11
+    T_FROZENSET = 12
+    T_BYTEARRAY = 13
+    T_COMPLEX = 14      # two doubles
+    T_REF = 15          # varint id: an object seen before in this payload
+    T_OBJECT = 16       # type header, serializer payload
+    T_TYPE = 17         # type header: a class object as a value
+    T_BUFFER = 18       # buffer kind, [kind meta], buffer body (see write_buffer_body)
+    T_FLOAT32 = 19      # a float that float32 holds exactly: 4 bytes little-endian
+    T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
 
 
 cdef struct PtrTable:
@@ -120,7 +147,6 @@ cdef class ReadContext(Buffer):
     cdef object read_any(self)
     cdef object read_tagged(self, int tag)
     cdef str read_str_header(self, uint64_t h)
-    cdef str read_str_any(self)
     cdef int fill_items(self, object seq, Py_ssize_t n, int kind) except -1
     cdef int read_same_objects(self, object seq, Py_ssize_t n, bint append) except -1
     cdef float get_float32(self) except? -1.0
@@ -144,6 +170,26 @@ cdef class ReadContext(Buffer):
         if n > self.size - self.pos or n * min_item_size > self.size - self.pos:
             return self.raise_count(n)
         return 0
+
+    cdef inline str read_str_any(self):
+        return self.read_str_header(self.get_varuint64())
+
+    cdef inline object read_any_inline(self):
+        # the atoms here, inline where a hot loop reads values; the rest in read_tagged
+        cdef int tag = self.get_u8()
+        if tag == T_STR:
+            return self.read_str_header(self.get_varuint64())
+        elif tag == T_INT:
+            return PyLong_FromLongLong(self.get_varint64())
+        elif tag == T_FLOAT:
+            return PyFloat_FromDouble(self.get_double())
+        elif tag == T_NONE:
+            return None
+        elif tag == T_TRUE:
+            return True
+        elif tag == T_FALSE:
+            return False
+        return self.read_tagged(tag)
 
     cdef inline int enter(self) except -1:
         self.depth += 1

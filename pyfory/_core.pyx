@@ -85,29 +85,7 @@ cdef inline PyObject* class_lookup(dict table, object cls) noexcept:
         PyErr_Clear()
     return found
 
-# ---- wire tags (docs/format.md) -----------------------------------------------------
-cdef enum:
-    T_NONE = 0
-    T_TRUE = 1
-    T_FALSE = 2
-    T_INT = 3           # zigzag varint64
-    T_BIGINT = 4        # varint nbytes, signed little-endian
-    T_FLOAT = 5         # 8 bytes little-endian IEEE 754
-    T_STR = 6           # string header + bytes
-    T_BYTES = 7         # varint len + bytes
-    T_LIST = 8          # varint n [kind] items
-    T_TUPLE = 9
-    T_DICT = 10         # varint n [key kind | value kind << 4] pairs
-    T_SET = 11
-    T_FROZENSET = 12
-    T_BYTEARRAY = 13
-    T_COMPLEX = 14      # two doubles
-    T_REF = 15          # varint id: an object seen before in this payload
-    T_OBJECT = 16       # type header, serializer payload
-    T_TYPE = 17         # type header: a class object as a value
-    T_BUFFER = 18       # buffer kind, [kind meta], buffer body (see write_buffer_body)
-    T_FLOAT32 = 19      # a float that float32 holds exactly: 4 bytes little-endian
-    T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
+# ---- wire tags: in _core.pxd (read_any_inline, inline there, dispatches on them) ----
 
 # kinds of T_BUFFER values
 cdef enum:
@@ -1136,7 +1114,7 @@ cdef class ReadContext(Buffer):
         """Read n values of any type onto the value stack; returns where they start."""
         cdef Py_ssize_t base = self.stack.len, i
         for i in range(n):
-            objvec_push(&self.stack, self.read_any())
+            objvec_push(&self.stack, self.read_any_inline())
         return base
 
     cdef int stack_extend_list(self, list lst, Py_ssize_t base, Py_ssize_t n) except -1:
@@ -1177,40 +1155,27 @@ cdef class ReadContext(Buffer):
             f"(at offset {self.pos})")
 
     cdef object read_any(self):
-        # one if/elif chain on the tag: the C compiler makes it a jump table
-        cdef int tag = self.get_u8()
-        if tag == T_STR:
-            return self.read_str_any()
-        elif tag == T_INT:
-            return PyLong_FromLongLong(self.get_varint64())
-        elif tag == T_FLOAT:
-            return PyFloat_FromDouble(self.get_double())
-        elif tag == T_FLOAT32:
-            return PyFloat_FromDouble(<double>self.get_float32())
-        elif tag == T_DICT:
-            return self.read_dict()
+        # read_any_inline, out of line: for the call sites off the hot loops
+        return self.read_any_inline()
+
+    cdef object read_tagged(self, int tag):
+        """A value whose tag is not an atom (read_any_inline does those)."""
+        cdef Py_ssize_t n
+        cdef const uint8_t* p
+        cdef double re, im
+        cdef bint discard
+        # the common containers first: one if/elif chain, a jump table in C
+        if tag == T_TUPLE:
+            return self.read_tuple(False)
         elif tag == T_LIST:
             return self.read_list(False)
-        elif tag == T_TUPLE:
-            return self.read_tuple(False)
-        elif tag == T_NONE:
-            return None
-        elif tag == T_TRUE:
-            return True
-        elif tag == T_FALSE:
-            return False
+        elif tag == T_DICT:
+            return self.read_dict()
         elif tag == T_REF:
             return self.get_ref(self.get_length())
         elif tag == T_OBJECT:
             return self.read_object(False)
-        else:
-            return self.read_tagged(tag)
-
-    cdef object read_tagged(self, int tag):
-        cdef Py_ssize_t n
-        cdef const uint8_t* p
-        cdef double re, im
-        cdef bint discard = (tag & T_DISCARD) != 0
+        discard = (tag & T_DISCARD) != 0
         tag &= ~T_DISCARD
         if discard and tag != T_TUPLE and tag != T_FROZENSET and tag != T_OBJECT:
             raise MalformedDataError(f"invalid tag {tag | T_DISCARD} at offset {self.pos - 1}")
@@ -1248,11 +1213,6 @@ cdef class ReadContext(Buffer):
             re = self.get_double()
             im = self.get_double()
             return PyComplex_FromDoubles(re, im)
-        if tag == T_INT or tag == T_FLOAT or tag == T_STR or tag == T_LIST or tag == T_DICT \
-                or tag <= T_FALSE:
-            # a common tag reached through here: re-enter the fast dispatch
-            self.pos -= 1
-            return self.read_any()
         raise MalformedDataError(f"unknown value tag {tag} at offset {self.pos - 1}")
 
     cdef object read_buffer_body(self, bint writable):
@@ -1380,9 +1340,6 @@ cdef class ReadContext(Buffer):
             objvec_push(&self.strings, s)
         return s
 
-    cdef str read_str_any(self):
-        return self.read_str_header(self.get_varuint64())
-
     cdef object read_elem(self, int kind):
         if kind == K_STR:
             return self.read_str_any()
@@ -1390,7 +1347,7 @@ cdef class ReadContext(Buffer):
             return PyLong_FromLongLong(self.get_varint64())
         if kind == K_FLOAT:
             return PyFloat_FromDouble(self.get_double())
-        return self.read_any()
+        return self.read_any_inline()
 
     cdef int raise_count(self, Py_ssize_t n) except -1:
         # (check_count, inline in _core.pxd, found n too large)

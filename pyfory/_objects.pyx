@@ -401,11 +401,11 @@ cdef class ObjectSerializer(Serializer):
             return self.read_state_with_policy(ctx, obj, lay)
         if lay.simple:
             for i in range(n):
-                PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(lay.names, i), ctx.read_any())
+                PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(lay.names, i), ctx.read_any_inline())
         else:
             acts = <const uint8_t*><const char*>lay.actions
             for i in range(n):
-                value = ctx.read_any()
+                value = ctx.read_any_inline()
                 self.apply(obj, acts[i], <object>PyTuple_GET_ITEM(lay.names, i), value)
         if lay.missing is not None:
             for name, action, default, has_default, factory in lay.missing:
