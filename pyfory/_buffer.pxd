@@ -169,6 +169,15 @@ cdef class Buffer:
         self.pos += 8
         return v
 
+    cdef inline double get_float32(self) except? -1.0:
+        # 4 bytes little-endian, widened to a double
+        cdef float v
+        if 4 > self.size - self.pos:
+            self.raise_truncated(4)
+        memcpy(&v, self.data + self.pos, 4)
+        self.pos += 4
+        return v
+
     cdef inline uint64_t get_u64(self) except? 0xFFFFFFFFFFFFFFFF:
         cdef uint64_t v
         if 8 > self.size - self.pos:

@@ -149,7 +149,6 @@ cdef class ReadContext(Buffer):
     cdef str read_str_header(self, uint64_t h)
     cdef int fill_items(self, object seq, Py_ssize_t n, int kind) except -1
     cdef int read_same_objects(self, object seq, Py_ssize_t n, bint append) except -1
-    cdef float get_float32(self) except? -1.0
     cdef object read_list(self, bint discard)
     cdef object read_tuple(self, bint discard)
     cdef object read_dict(self)
@@ -183,6 +182,8 @@ cdef class ReadContext(Buffer):
             return PyLong_FromLongLong(self.get_varint64())
         elif tag == T_FLOAT:
             return PyFloat_FromDouble(self.get_double())
+        elif tag == T_FLOAT32:
+            return PyFloat_FromDouble(self.get_float32())
         elif tag == T_NONE:
             return None
         elif tag == T_TRUE:

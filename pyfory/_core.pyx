@@ -1207,8 +1207,6 @@ cdef class ReadContext(Buffer):
             return obj
         if tag == T_BUFFER:
             return self.read_buffer_value()
-        if tag == T_FLOAT32:
-            return PyFloat_FromDouble(<double>self.get_float32())
         if tag == T_COMPLEX:
             re = self.get_double()
             im = self.get_double()
@@ -1310,11 +1308,6 @@ cdef class ReadContext(Buffer):
             objvec_push(&self.refs, data)
         return data
 
-    cdef float get_float32(self) except? -1.0:
-        cdef float f
-        memcpy(&f, self.take(4), 4)
-        return f
-
     cdef object get_ref(self, Py_ssize_t idx):
         if idx >= self.refs.len:
             raise MalformedDataError(
@@ -1354,7 +1347,6 @@ cdef class ReadContext(Buffer):
         raise _error.TruncatedDataError(
                 f"count {n} at offset {self.pos} exceeds what the remaining "
                 f"{self.size - self.pos} byte(s) can hold")
-        return 0
 
     cdef int fill_items(self, object seq, Py_ssize_t n, int kind) except -1:
         """Read n items of the given kind into a presized list or tuple that nobody
