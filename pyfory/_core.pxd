@@ -96,6 +96,8 @@ cdef class WriteContext(Buffer):
     cdef public dict scratch             # per-payload state of serializers, keyed by serializer
     cdef public Py_ssize_t oob_count     # buffers handed out of band in this payload
     cdef public Py_ssize_t oob_threshold # bytes/bytearray/memoryview this large are offered
+    cdef list oob_views                  # dumps_with_buffers: the buffers kept out of band
+    cdef Py_ssize_t oob_view_min         # ... those of at least this many bytes
     cdef dict overrides                  # serializers registered for builtin types, or None
 
     cdef int begin(self) except -1
@@ -210,3 +212,5 @@ cdef class Fory:
     cdef public dict _type_cache
     cdef WriteContext _wctx
     cdef ReadContext _rctx
+
+    cdef object dumps_into(self, obj, buffer_callback, list views, Py_ssize_t min_size)

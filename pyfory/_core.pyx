@@ -426,6 +426,7 @@ cdef class WriteContext(Buffer):
         ptable_clear(&self.memo)
         ptable_clear(&self.strings)
         self.buffer_callback = None
+        self.oob_views = None
         self.scratch = None
         self.in_use = False
 
@@ -598,7 +599,12 @@ cdef class WriteContext(Buffer):
         if not mv.c_contiguous:
             mv = memoryview(mv.tobytes())
         if self.buffer_callback is not None and (offer or mv.nbytes >= self.oob_threshold):
-            oob = not self.buffer_callback(BufferObject(mv))
+            if self.oob_views is not None:
+                oob = mv.nbytes >= self.oob_view_min
+                if oob:
+                    self.oob_views.append(mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B"))
+            else:
+                oob = not self.buffer_callback(BufferObject(mv))
         if oob:
             self.oob_count += 1
             return self.put_varuint64((<uint64_t>mv.nbytes << 1) | 1)
@@ -1745,13 +1751,32 @@ cdef class Fory:
 
     def dumps(self, obj, buffer_callback=None):
         """Serialize obj to bytes."""
+        return self.dumps_into(obj, buffer_callback, None, 0)
+
+    def dumps_with_buffers(self, obj, Py_ssize_t min_size=OOB_THRESHOLD) -> list:
+        """Serialize obj, leaving its binary buffers of at least min_size bytes out of
+        band: returns [payload, buffer, ...], each buffer a flat memoryview of the
+        original memory (not a copy). Read it back with loads(out[0], buffers=out[1:]).
+        The frames of a multipart message, without a buffer_callback to write."""
+        frames = [None]        # the buffers are appended while the payload is written
+        frames[0] = self.dumps_into(obj, None, frames, min_size)
+        return frames
+
+    cdef object dumps_into(self, obj, buffer_callback, list views, Py_ssize_t min_size):
+        # dumps, or with `views`, dumps_with_buffers
         cdef WriteContext ctx = self._wctx
         cdef uint8_t flags = 0
         if ctx.in_use:
             ctx = WriteContext(self)
         ctx.begin()
         try:
-            ctx.buffer_callback = buffer_callback
+            if views is not None:
+                # offer buffers as a callback would, but keep them in C (write_buffer_body)
+                ctx.buffer_callback = views
+                ctx.oob_views = views
+                ctx.oob_view_min = min_size
+            else:
+                ctx.buffer_callback = buffer_callback
             if self.ref:
                 flags |= F_REF
             if self.compatible:

@@ -195,6 +195,64 @@ def test_non_contiguous_memoryview_round_trips(fory):
         assert loaded.tobytes() == src.tobytes() and loaded.shape == src.shape
 
 
+
+# ---- dumps_with_buffers: the buffers collected in C, as frames ------------------------
+
+def test_dumps_with_buffers_keeps_large_buffers_out_of_band_as_views(fory):
+    big = bytearray(_data(2 * BIG))
+    exact = _data(BIG, seed=3)
+    small = _data(BIG - 1, seed=5)
+    doubles = array.array("d", [i * 0.25 for i in range(BIG // 4)])    # 2 * BIG bytes
+    obj = {"big": big, "exact": exact, "small": small, "doubles": doubles, "n": 1}
+    frames = fory.dumps_with_buffers(obj, BIG)
+    # payload first, then one flat byte view per buffer of at least BIG bytes, in order
+    assert type(frames[0]) is bytes and len(frames) == 4
+    views = frames[1:]
+    assert all(type(v) is memoryview and v.format == "B" and v.ndim == 1 for v in views)
+    assert sorted(v.nbytes for v in views) == sorted([2 * BIG, BIG, 2 * BIG])
+    big[0] ^= 0xFF
+    assert any(v.obj is big and v[0] == big[0] for v in views), "a view of the original, no copy"
+    assert BIG - 1 < len(frames[0]) < BIG + 200, "only the small buffer is in the payload"
+    loaded = fory.loads(frames[0], buffers=[bytearray(v) for v in views])
+    assert loaded == obj
+    # the same payload as a buffer_callback that refuses what is smaller than BIG
+    cb_frames = [None]
+
+    def offer(buf):
+        if buf.total_bytes() < BIG:
+            return True
+        cb_frames.append(buf.raw())
+        return False
+
+    cb_frames[0] = fory.dumps(obj, buffer_callback=offer)
+    assert cb_frames[0] == frames[0] and [bytes(v) for v in cb_frames[1:]] == [bytes(v) for v in views]
+
+
+def test_dumps_with_buffers_without_buffers_is_dumps(fory):
+    for obj in (1, "text", [1, 2.5, None], {"k": b"x" * 10}):
+        frames = fory.dumps_with_buffers(obj)
+        assert frames == [fory.dumps(obj)]
+    # everything stays in band when the threshold is above every buffer
+    data = _data(2 * BIG)
+    frames = fory.dumps_with_buffers(data, 4 * BIG)
+    assert len(frames) == 1 and fory.loads(frames[0]) == data
+
+
+def test_dumps_with_buffers_non_contiguous_and_thread_safe():
+    class Unregistered:
+        pass
+
+    src = memoryview(bytearray(_data(4 * BIG)))[::2]
+    for fory in (pyfory.Fory(), pyfory.ThreadSafeFory()):
+        frames = fory.dumps_with_buffers([src, "after"], BIG)
+        assert len(frames) == 2
+        loaded = fory.loads(frames[0], buffers=frames[1:])
+        assert loaded[0].tobytes() == src.tobytes() and loaded[1] == "after"
+        # a failed call leaves the writer clean for the next one
+        with pytest.raises(ForyError):
+            fory.dumps_with_buffers([_data(2 * BIG), Unregistered()], BIG)
+        assert fory.dumps_with_buffers(7) == [fory.dumps(7)]
+
 @pytest.mark.parametrize("readonly", [True, False], ids=["bytes", "bytearray"])
 def test_picklebuffer_round_trip(fory, readonly):
     data = bytes(MARK) if readonly else bytearray(MARK)
