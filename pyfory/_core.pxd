@@ -179,7 +179,7 @@ cdef class ReadContext(Buffer):
         # the atoms here, inline where a hot loop reads values; the rest in read_tagged
         cdef int tag = self.get_u8()
         if tag == T_STR:
-            return self.read_str_header(self.get_varuint64())
+            return self.read_str_any()
         elif tag == T_INT:
             return PyLong_FromLongLong(self.get_varint64())
         elif tag == T_FLOAT:

@@ -253,7 +253,6 @@ cdef void ptable_clear(PtrTable* t) noexcept:
         Py_DECREF(<object>k)
 
 
-
 # ---- object vector (the reader's value stack and back-reference tables) ---------------
 cdef int objvec_grow(ObjVec* v) except -1:
     cdef Py_ssize_t cap = v.cap * 2 if v.cap else 64
