@@ -52,7 +52,8 @@ if __package__ in (None, ""):  # run as `python bench/report.py`: make `bench` i
 from bench import compare as C  # noqa: E402
 from bench import workloads as W  # noqa: E402
 
-REPORT_REPEATS = 11  # more than compare.py's 7: the report is run on shared, loaded machines
+# more than compare.py's 7: on shared machines a busy minute of the neighbours must not move a median
+REPORT_REPEATS = 21
 REPORT_MIN_TIME = 0.2
 EXTRAS = ("oob", "executor", "zmq")
 EXTRA_TIMEOUT = {False: 1800, True: 600}  # seconds per extra script: full run, --quick
@@ -236,7 +237,8 @@ def evaluate_bars(results: C.Results, complete: bool) -> List[Bar]:
                 if lowest is None or x < lowest[0]:
                     lowest = (x, f"{r.workload} {what}")
                 if x < PER_WORKLOAD_BAR:
-                    below.append(f"{r.workload} {what} {_fr(x)}{_fr_range(lo, hi)}")
+                    # three decimals: a tie rounds to "1.00x" and would read as met
+                    below.append(f"{r.workload} {what} {x:.3f}x{_fr_range(lo, hi)}")
                 if lo is not None and hi is not None and lo <= PER_WORKLOAD_BAR <= hi:
                     noisy = True
         measured = ("below: " + "; ".join(below)) if below else f"lowest {_fr(lowest[0])} ({lowest[1]})"
