@@ -1770,7 +1770,8 @@ cdef class Fory:
         ctx.begin()
         try:
             if views is not None:
-                # offer buffers as a callback would, but keep them in C (write_buffer_body)
+                # buffers are offered as to a callback (buffer_callback only has to be
+                # set), and write_buffer_body appends them to oob_views instead of calling
                 ctx.buffer_callback = views
                 ctx.oob_views = views
                 ctx.oob_view_min = min_size

@@ -46,29 +46,15 @@ class ThreadSafeFory:
             for fory in self._instances:
                 fory.register(cls, **kwargs)
 
-    # dumps/loads look the thread's Fory up inline (one Python call less per message:
-    # it shows in ZeroMQ round trips); _fory() makes it on a thread's first call
     def dumps(self, obj: Any, buffer_callback=None) -> bytes:
-        try:
-            fory = self._local.fory
-        except AttributeError:
-            fory = self._fory()
-        return fory.dumps(obj, buffer_callback=buffer_callback)
+        return self._fory().dumps(obj, buffer_callback=buffer_callback)
 
     def loads(self, data, buffers=None) -> Any:
-        try:
-            fory = self._local.fory
-        except AttributeError:
-            fory = self._fory()
-        return fory.loads(data, buffers=buffers)
+        return self._fory().loads(data, buffers=buffers)
 
     def dumps_with_buffers(self, obj: Any, min_size: int = OOB_THRESHOLD) -> list:
         """Fory.dumps_with_buffers: [payload, large buffer views...]."""
-        try:
-            fory = self._local.fory
-        except AttributeError:
-            fory = self._fory()
-        return fory.dumps_with_buffers(obj, min_size)
+        return self._fory().dumps_with_buffers(obj, min_size)
 
     serialize = dumps
     deserialize = loads
