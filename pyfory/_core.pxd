@@ -3,6 +3,8 @@ from libc.stdint cimport uint8_t, int64_t, uint64_t
 from cpython.object cimport PyObject
 from cpython.long cimport PyLong_FromLongLong
 from cpython.float cimport PyFloat_FromDouble
+from cpython.list cimport PyList_New
+from cpython.tuple cimport PyTuple_New
 from pyfory._buffer cimport Buffer
 
 
@@ -29,6 +31,15 @@ cdef enum:
     T_BUFFER = 18       # buffer kind, [kind meta], buffer body (see write_buffer_body)
     T_FLOAT32 = 19      # a float that float32 holds exactly: 4 bytes little-endian
     T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
+
+# element kinds of packed containers: each item written without its tag
+cdef enum:
+    K_ANY = 0
+    K_INT = T_INT
+    K_FLOAT = T_FLOAT
+    K_STR = T_STR
+    K_OBJECT = T_OBJECT  # every item an instance of one class: type header once, then
+                         # per item [marker when tracked] + the serializer's payload
 
 
 cdef struct PtrTable:
@@ -193,6 +204,20 @@ cdef class ReadContext(Buffer):
         elif tag == T_FALSE:
             return False
         return self.read_tagged(tag)
+
+    cdef inline object read_items(self, Py_ssize_t n, int kind, bint as_tuple):
+        """A new tuple or list of n items of the given kind. Items of any kind are read
+        first, onto the value stack, and the container made after them: it never exists
+        with NULL items while user code may run (a nested object's serializer)."""
+        cdef Py_ssize_t base
+        if kind == K_ANY:
+            base = self.stack_read_any(n)
+            seq = PyTuple_New(n) if as_tuple else PyList_New(n)
+            self.stack_move_into(seq, base, n)
+        else:
+            seq = PyTuple_New(n) if as_tuple else PyList_New(n)
+            self.fill_items(seq, n, kind)
+        return seq
 
     cdef inline int enter(self) except -1:
         self.depth += 1

@@ -85,7 +85,7 @@ cdef inline PyObject* class_lookup(dict table, object cls) noexcept:
         PyErr_Clear()
     return found
 
-# ---- wire tags: in _core.pxd (read_any_inline, inline there, dispatches on them) ----
+# ---- wire tags and element kinds: in _core.pxd (the inline readers there use them) ----
 
 # kinds of T_BUFFER values
 cdef enum:
@@ -94,14 +94,7 @@ cdef enum:
     B_MEMORYVIEW = 2    # format, ndim, shape..., readonly
     B_PICKLEBUFFER = 3  # readonly
 
-# element kinds of packed containers: each item written without its tag
-cdef enum:
-    K_ANY = 0
-    K_INT = T_INT
-    K_FLOAT = T_FLOAT
-    K_STR = T_STR
-    K_OBJECT = T_OBJECT  # every item an instance of one class: type header once, then
-                         # per item [marker when tracked] + the serializer's payload
+# element kinds of packed containers (K_*): in _core.pxd, beside the tags
 
 # type header kinds (after the "new type" bit)
 cdef enum:
@@ -1431,7 +1424,7 @@ cdef class ReadContext(Buffer):
         return 0
 
     cdef object read_list(self, bint discard):
-        cdef Py_ssize_t n = self.get_length(), i, base
+        cdef Py_ssize_t n = self.get_length(), base
         cdef int kind
         cdef list lst
         self.check_count(n, 1)
@@ -1455,14 +1448,7 @@ cdef class ReadContext(Buffer):
         else:
             # without ref tracking, or packed items (they register nothing): the list
             # is registered after its items, which keeps the same reference numbering
-            if kind == K_ANY:
-                # items first, on the value stack (see read_tuple), then the list
-                base = self.stack_read_any(n)
-                lst = PyList_New(n)
-                self.stack_move_into(lst, base, n)
-            else:
-                lst = PyList_New(n)
-                self.fill_items(lst, n, kind)
+            lst = self.read_items(n, kind, False)
             if self.ref:
                 objvec_push(&self.refs, lst)
         self.depth -= 1
@@ -1472,22 +1458,11 @@ cdef class ReadContext(Buffer):
         cdef Py_ssize_t n = self.get_length()
         cdef tuple tup
         self.check_count(n, 1)
-        cdef int kind
-        cdef Py_ssize_t base
         if n == 0:
             tup = ()
         else:
             self.enter()
-            kind = self.get_u8()
-            if kind == K_ANY:
-                # items first (on the value stack), then the tuple: it never exists with
-                # NULL items while user code may run (a nested object's serializer)
-                base = self.stack_read_any(n)
-                tup = PyTuple_New(n)
-                self.stack_move_into(tup, base, n)
-            else:
-                tup = PyTuple_New(n)
-                self.fill_items(tup, n, kind)
+            tup = <tuple>self.read_items(n, self.get_u8(), True)
             self.depth -= 1
         if discard:
             return self.read_any()
@@ -1523,7 +1498,7 @@ cdef class ReadContext(Buffer):
         return d
 
     cdef object read_setlike(self, int tag, bint discard):
-        cdef Py_ssize_t n = self.get_length(), i, base
+        cdef Py_ssize_t n = self.get_length(), i
         cdef int kind
         cdef list items
         self.check_count(n, 1)
@@ -1549,13 +1524,7 @@ cdef class ReadContext(Buffer):
                 s.add(self.read_elem(kind))
             self.depth -= 1
             return s
-        if kind == K_ANY:
-            base = self.stack_read_any(n)       # items first (see read_tuple)
-            items = PyList_New(n)
-            self.stack_move_into(items, base, n)
-        else:
-            items = PyList_New(n)
-            self.fill_items(items, n, kind)     # strs: no user code runs
+        items = self.read_items(n, kind, False)
         self.depth -= 1
         fs = frozenset(items)
         if discard:

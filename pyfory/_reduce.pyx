@@ -82,6 +82,14 @@ def lookup_global(str module, str qualname):
     return obj
 
 
+cdef bint _names(obj, module, name):
+    # whether module.name, imported, is obj (any failure to import: no)
+    try:
+        return lookup_global(module, name) is obj
+    except Exception:
+        return False
+
+
 def global_name(obj, name=None):
     """(module, qualname) under which obj can be imported, or raise."""
     if name is None:
@@ -91,17 +99,9 @@ def global_name(obj, name=None):
     module = getattr(obj, "__module__", None)
     if module is None:
         module = pickle.whichmodule(obj, name)
-    try:
-        found = lookup_global(module, name)
-    except Exception:
-        found = None
-    if found is not obj:
+    if not _names(obj, module, name):
         module2 = pickle.whichmodule(obj, name)
-        try:
-            found = lookup_global(module2, name)
-        except Exception:
-            found = None
-        if found is not obj:
+        if not _names(obj, module2, name):
             raise SerializationError(f"cannot serialize {obj!r}: it is not found as {module}.{name}")
         module = module2
     return module, name
