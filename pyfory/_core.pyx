@@ -94,7 +94,6 @@ cdef enum:
     B_MEMORYVIEW = 2    # format, ndim, shape..., readonly
     B_PICKLEBUFFER = 3  # readonly
 
-# element kinds of packed containers (K_*): in _core.pxd, beside the tags
 
 # type header kinds (after the "new type" bit)
 cdef enum:
