@@ -85,6 +85,7 @@ cdef class TypeInfo:
     cdef public object qualname
     cdef public object by_value       # handler for classes sent by value
     cdef public int wire_kind         # which kind of serializer writes instances
+    cdef public bint strict_refused   # an internal type strict mode neither writes nor reads
     # writer bookkeeping: index of this type in the payload being written
     cdef uint64_t payload_gen
     cdef Py_ssize_t payload_index

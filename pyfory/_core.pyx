@@ -621,6 +621,10 @@ cdef class WriteContext(Buffer):
         cdef Serializer ser
         if info.payload_gen == self.gen:
             return self.put_varuint64((<uint64_t>info.payload_index << 1) | 1)
+        if info.strict_refused and self.ref_strict:
+            raise _error.TypeNotRegisteredError(
+                f"strict mode refuses {info.cls!r}: it is code or calls code, not a value "
+                "type; use Fory(strict=False) for trusted data")
         self.put_varuint64(<uint64_t>info.kind << 1)
         if info.kind != D_INTERNAL:
             # which kind of serializer wrote the instances: lets a reader detect a class

@@ -22,6 +22,8 @@ followed by those values in that order: listitems as a list, dictitems as a list
 from pyfory._core cimport Serializer, WriteContext, ReadContext
 
 import copyreg
+import functools
+import operator
 import pickle
 import sys
 
@@ -107,17 +109,41 @@ def global_name(obj, name=None):
     return module, name
 
 
-def apply_state(obj, state, policy=None):
+cdef object _exception_setstate = BaseException.__setstate__
+
+
+cdef int check_strict_names(obj, state, what) except -1:
+    # strict mode: attribute state that is applied with setattr must name plain
+    # attributes; a dunder (__class__, __dict__, ...) would let the payload reshape
+    # the object beyond its class's data
+    if state is None:
+        return 0
+    if type(state) is not dict:
+        raise MalformedDataError(f"{what} of a {type(obj).__qualname__} is not a dict")
+    for k in state:
+        if type(k) is not str or (k.startswith("__") and k.endswith("__")):
+            raise PolicyViolationError(
+                f"strict mode refuses to set attribute {k!r} on a {type(obj).__qualname__}")
+    return 0
+
+
+def apply_state(obj, state, policy=None, bint strict=False):
     """pickle's BUILD: __setstate__, or (dict_state, slots_state) into the instance."""
     if policy is not None:
         policy.intercept_setstate(obj, state)
     setstate = getattr(obj, "__setstate__", _MISSING)
     if setstate is not _MISSING:
+        if strict and getattr(setstate, "__func__", setstate) is _exception_setstate:
+            # BaseException.__setstate__ setattr()s every key (a registered class's
+            # own __setstate__ is trusted with its state, as registration says)
+            check_strict_names(obj, state, "state")
         setstate(state)         # __setstate__ = None fails here, as in pickle
         return
     slotstate = None
     if isinstance(state, tuple) and len(state) == 2:
         state, slotstate = state
+    if strict:
+        check_strict_names(obj, slotstate, "slot state")
     if state:
         inst_dict = obj.__dict__
         intern = sys.intern
@@ -148,6 +174,19 @@ cdef class ReduceSerializer(Serializer):
                 f"strict mode refuses {self.cls.__qualname__} objects (they name arbitrary "
                 "callables); use Fory(strict=False) for trusted data")
         return 0
+
+    cdef int check_strict_constructor(self, func) except -1:
+        # A strict reader rebuilds an instance of this (allowed) class with the class
+        # itself, or with another class registered on this side; never with a callable
+        # the payload chose (a type object handed out by id, an operator.methodcaller,
+        # a bound method, ...)
+        if func is self.cls:
+            return 0
+        if isinstance(func, type) and self.fory.resolver.is_registered(func):
+            return 0
+        raise PolicyViolationError(
+            f"strict mode rebuilds a {self.cls.__qualname__} only with its own class or a "
+            f"registered one, not with {type(func).__qualname__} {func!r}")
 
     cpdef write(self, WriteContext ctx, obj):
         self.check_strict()
@@ -242,19 +281,19 @@ cdef class ReduceSerializer(Serializer):
             args = ctx.read_any()
             if not isinstance(args, tuple):
                 raise MalformedDataError("reduce arguments are not a tuple")
-            if policy is not None:
-                replaced = policy.intercept_reduce_call(func, args)
-                if replaced is not None:
-                    return inspect_reduced(policy, replaced)
-                if isinstance(func, type):
-                    policy.authorize_instantiation(func, args, None)
-            if not callable(func):
+            if self.fory.strict:
+                self.check_strict_constructor(func)
+            elif not callable(func):
                 raise MalformedDataError(f"reduce callable {func!r} is not callable")
-            return inspect_reduced(policy, func(*args))
+            if policy is not None:
+                return inspect_reduced(policy, policed_call(policy, func, args, None))
+            return func(*args)
         else:
             raise MalformedDataError(f"unknown reduce form {form}")
         if not isinstance(cls, type) or not isinstance(args, tuple):
             raise MalformedDataError("bad __newobj__ arguments")
+        if self.fory.strict:
+            self.check_strict_constructor(cls)
         if policy is not None:
             policy.authorize_instantiation(cls, args, kwargs)
         obj = cls.__new__(cls, *args, **kwargs) if kwargs else cls.__new__(cls, *args)
@@ -275,13 +314,82 @@ cdef class ReduceSerializer(Serializer):
         if flags & S_DICT:
             for k, v in ctx.read_any():
                 obj[k] = v
+        if flags & S_SETTER and self.fory.strict:
+            raise PolicyViolationError(
+                f"strict mode refuses a state_setter for a {self.cls.__qualname__}: it is a "
+                "callable chosen by the payload")
         setter = ctx.read_any() if flags & S_SETTER else None
         if flags & S_STATE:
             state = ctx.read_any()
             if setter is not None:
-                setter(obj, state)
+                if ctx.policy is not None:
+                    policed_call(ctx.policy, setter, (obj, state), None)
+                else:
+                    setter(obj, state)
             else:
-                apply_state(obj, state, ctx.policy)
+                apply_state(obj, state, ctx.policy, self.fory.strict)
+
+
+# ---- calls under a policy --------------------------------------------------------------
+# With a DeserializationPolicy, a reduce call is made so that the policy sees the callable
+# that really runs: a functools.partial is opened to its function and arguments, and the
+# operator objects (methodcaller, attrgetter, itemgetter) are carried out step by step,
+# each attribute lookup shown to the policy as getattr(obj, name), each item lookup as
+# operator.getitem(obj, key), and a method call as the bound method it calls.
+cdef object _partial = functools.partial
+cdef object _methodcaller = operator.methodcaller
+cdef object _attrgetter = operator.attrgetter
+cdef object _itemgetter = operator.itemgetter
+cdef object _getitem = operator.getitem
+cdef object _getattr = getattr
+cdef int _MAX_UNWRAP = 32
+
+
+cdef object policed_call(policy, func, tuple args, dict kwargs, int level=0):
+    cdef type t = type(func)
+    if level > _MAX_UNWRAP:
+        raise MalformedDataError("reduce callable nests partial/operator objects too deeply")
+    if t is _partial:
+        merged = dict(func.keywords)
+        if kwargs:
+            merged.update(kwargs)
+        return policed_call(policy, func.func, tuple(func.args) + args, merged or None, level + 1)
+    if t is _methodcaller or t is _attrgetter or t is _itemgetter:
+        return policed_operator(policy, func, t, args, kwargs, level)
+    if kwargs:
+        replaced = policy.intercept_reduce_call(func, args, kwargs=kwargs)
+    else:
+        replaced = policy.intercept_reduce_call(func, args)
+    if replaced is not None:
+        return replaced
+    if isinstance(func, type):
+        policy.authorize_instantiation(func, args, kwargs)
+    return func(*args, **kwargs) if kwargs else func(*args)
+
+
+cdef object policed_operator(policy, func, type t, tuple args, dict kwargs, int level):
+    if len(args) != 1 or kwargs:
+        raise MalformedDataError(f"{t.__name__} object called with {len(args)} arguments")
+    target = args[0]
+    spec = func.__reduce__()        # (cls, args) or (partial(cls, name, **kw), margs)
+    if t is _methodcaller:
+        ctor, cargs = spec[0], tuple(spec[1])
+        if type(ctor) is _partial:          # methodcaller with keyword arguments
+            name, margs, mkw = ctor.args[0], cargs, dict(ctor.keywords)
+        else:
+            name, margs, mkw = cargs[0], cargs[1:], None
+        method = policed_call(policy, _getattr, (target, name), None, level + 1)
+        return policed_call(policy, method, margs, mkw, level + 1)
+    if t is _attrgetter:
+        results = []
+        for dotted in spec[1]:
+            value = target
+            for name in dotted.split("."):
+                value = policed_call(policy, _getattr, (value, name), None, level + 1)
+            results.append(value)
+        return results[0] if len(results) == 1 else tuple(results)
+    results = [policed_call(policy, _getitem, (target, key), None, level + 1) for key in spec[1]]
+    return results[0] if len(results) == 1 else tuple(results)
 
 
 cdef object inspect_reduced(policy, obj):

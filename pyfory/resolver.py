@@ -72,6 +72,29 @@ def _stdlib_serializers(fory) -> dict:
 OPTIONAL_ID_BASE = 256
 
 
+# Internal ids a strict reader refuses, as a type object and for instances: classes
+# whose instances are code or call arbitrary code (functions, methods, code objects,
+# cells, descriptors, partial and the operator callables, modules). Everything else
+# with an internal id is a value type (the builtins, `type` and `object` included: a
+# strict reader never calls a class it reads, it only hands it back).
+def _strict_refused_types() -> set:
+    import array  # noqa: F401  (array.array stays allowed)
+    import functools
+    import operator
+    import types
+    import typing
+
+    from pyfory import _compat
+
+    return {
+        types.ModuleType, types.BuiltinFunctionType, type(list.append),
+        type(object.__init__), type([].__len__), type(dict.__dict__["fromkeys"]),
+        functools.partial, operator.itemgetter, operator.attrgetter, operator.methodcaller,
+        types.FunctionType, types.MethodType, types.CodeType, _compat.CellType,
+        classmethod, staticmethod, property, functools.cached_property, typing.TypeVar,
+    }
+
+
 def _more_internal_types() -> list:
     from pyfory.functions import function_types
     from pyfory.objects import stdlib_types
@@ -112,6 +135,18 @@ class TypeResolver:
         if len(self._by_internal_id) > OPTIONAL_ID_BASE:  # pragma: no cover
             raise AssertionError("internal type ids run into the optional types' range")
         self._optional: dict = {}                      # internal id -> TypeInfo (loaded)
+        refused = _strict_refused_types()
+        for info in self._by_internal_id:
+            info.strict_refused = info.cls in refused
+        self._strict_refused_ids = frozenset(
+            info.type_id for info in self._by_internal_id if info.strict_refused)
+
+    def is_registered(self, cls) -> bool:
+        """Whether cls was registered on this Fory (strict mode trusts its constructor)."""
+        try:
+            return cls in self._registered
+        except TypeError:       # unhashable metaclass instance
+            return False
 
     # ---- registration -----------------------------------------------------------------
     def register(self, cls, type_id=None, name=None, serializer=None) -> TypeInfo:
@@ -211,6 +246,11 @@ class TypeResolver:
             return info if info is not None else self._optional_typeinfo(type_id)
         if type_id >= len(self._by_internal_id):
             raise MalformedDataError(f"unknown internal type id {type_id}")
+        if self.strict and type_id in self._strict_refused_ids:
+            cls = self._by_internal_id[type_id].cls
+            raise TypeNotRegisteredError(
+                f"strict mode refuses {_qualified(cls)} (internal type id {type_id}): it is "
+                "code or calls code, not a value type; use Fory(strict=False) for trusted data")
         return self._by_internal_id[type_id]
 
     def typeinfo_by_id(self, type_id: int) -> TypeInfo:
