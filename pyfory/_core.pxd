@@ -152,6 +152,20 @@ cdef class ReadContext(Buffer):
     cdef public object policy
     cdef public dict scratch
     cdef ObjVec stack                 # the value stack (see read_tuple)
+    # work budgets of one loads (see Fory: max_unbacked_container_items, ...)
+    cdef Py_ssize_t unbacked          # container items read from zero bytes of input
+    cdef Py_ssize_t max_unbacked
+    cdef Py_ssize_t graph_bytes       # estimated memory of the containers and objects made
+    cdef Py_ssize_t max_graph_bytes   # (-1: no limit)
+    cdef bint backrefs_seen           # a T_REF was resolved: objects may share parts
+    cdef Py_ssize_t hash_work         # nodes that hashing keys visits (see check_key)
+    cdef Py_ssize_t max_hash_work
+    cdef dict hash_memo               # id -> (object, weight) for check_key
+    cdef int check_key(self, object key) except -1
+    cdef Py_ssize_t key_weight(self, object obj, int depth) except -1
+    cdef int raise_graph(self) except -1
+    cdef int raise_unbacked(self) except -1
+    cdef int check_seq_count(self, Py_ssize_t n) except -1
 
     cdef int begin(self, object data) except -1
     cdef Py_ssize_t stack_read_any(self, Py_ssize_t n) except -1
@@ -226,6 +240,13 @@ cdef class ReadContext(Buffer):
             return self.raise_depth()
         return 0
 
+    cdef inline int add_graph(self, Py_ssize_t nbytes) except -1:
+        # the approximate memory of a container or object about to be made
+        self.graph_bytes += nbytes
+        if self.max_graph_bytes >= 0 and self.graph_bytes > self.max_graph_bytes:
+            return self.raise_graph()
+        return 0
+
 
 cdef class Fory:
     cdef public bint ref
@@ -236,6 +257,9 @@ cdef class Fory:
     cdef public object policy
     cdef public object resolver
     cdef public dict _type_cache
+    cdef public Py_ssize_t max_unbacked_container_items
+    cdef public object max_graph_memory_bytes
+    cdef public object max_hash_work
     cdef WriteContext _wctx
     cdef ReadContext _rctx
 

@@ -28,6 +28,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
 
 import pickle as _pickle
+from gc import get_referents as _gc_referents
 
 from pyfory import error as _error
 from pyfory.buffers import BufferObject, OOB_THRESHOLD, as_view as _as_view
@@ -112,6 +113,18 @@ cdef uint8_t F_OOB = 4
 
 # Hard cap for max_depth: each level costs C stack in the recursive core.
 MAX_DEPTH_CAP = 2000
+
+# Budgets of one loads (Fory options). Graph memory is estimated per container and
+# object the reader makes, as CPython lays them out on a 64-bit build (approximately:
+# the budget is a gate, not an exact heap limit); leaves (str, bytes, numbers, arrays)
+# are backed byte for byte by the input and not counted.
+DEFAULT_MAX_GRAPH_MEMORY = 128 * 1024 * 1024
+DEFAULT_MAX_UNBACKED = 8192
+cdef Py_ssize_t LIST_BYTES = 56, TUPLE_BYTES = 40, ITEM_BYTES = 8
+cdef Py_ssize_t DICT_BYTES = 64, DICT_ITEM_BYTES = 48
+cdef Py_ssize_t SET_BYTES = 200, SET_ITEM_BYTES = 32, OBJECT_BYTES = 64
+# hash work allowed by default: per input byte, plus a floor for small payloads
+cdef Py_ssize_t HASH_WORK_PER_BYTE = 64, HASH_WORK_BASE = 1 << 20
 
 cdef uint64_t _payload_counter = 0
 
@@ -1091,10 +1104,21 @@ cdef class ReadContext(Buffer):
         self.scratch = None
 
     cdef int begin(self, object data) except -1:
+        cdef Fory fory = <Fory>self.fory
         self.attach(data)
         self.depth = 0
         self.in_use = True
         self.buffer_index = 0
+        # the budgets of this loads (see Fory's docstring)
+        self.unbacked = 0
+        self.max_unbacked = fory.max_unbacked_container_items
+        self.graph_bytes = 0
+        self.max_graph_bytes = -1 if fory.max_graph_memory_bytes is None else fory.max_graph_memory_bytes
+        self.backrefs_seen = False
+        self.hash_work = 0
+        self.max_hash_work = (HASH_WORK_PER_BYTE * self.size + HASH_WORK_BASE
+                              if fory.max_hash_work is None else fory.max_hash_work)
+        self.hash_memo = None
         return 0
 
     cdef void end(self) noexcept:
@@ -1106,6 +1130,7 @@ cdef class ReadContext(Buffer):
             self.types = []
         self.buffers = None
         self.scratch = None
+        self.hash_memo = None
         self.in_use = False
 
     # -- the value stack: the items of a tuple, list or frozenset being read wait here
@@ -1314,7 +1339,87 @@ cdef class ReadContext(Buffer):
             raise MalformedDataError(
                 f"reference to object #{idx} but only {self.refs.len} "
                 f"seen (offset {self.pos})")
+        self.backrefs_seen = True
         return <object>self.refs.items[idx]
+
+    # -- budgets: work and memory bounded by the input --
+    cdef int raise_graph(self) except -1:
+        raise _error.LimitExceededError(
+            f"the payload's containers and objects need about {self.graph_bytes} bytes, more "
+            f"than max_graph_memory_bytes={self.max_graph_bytes} (offset {self.pos}); raise "
+            "it with Fory(max_graph_memory_bytes=N) for trusted data")
+
+    cdef int check_seq_count(self, Py_ssize_t n) except -1:
+        # a list or tuple: each item takes at least one byte, except instances of a
+        # class whose serializer writes nothing (K_OBJECT), which draw on the budget of
+        # unbacked items instead
+        if n > self.size - self.pos and n - (self.size - self.pos) > self.max_unbacked - self.unbacked:
+            return self.raise_count(n)
+        return 0
+
+    cdef int raise_unbacked(self) except -1:
+        raise _error.LimitExceededError(
+            f"more than max_unbacked_container_items={self.max_unbacked} container items "
+            f"read from no input bytes (offset {self.pos}); raise it with "
+            "Fory(max_unbacked_container_items=N) for trusted data")
+
+    cdef int check_key(self, object key) except -1:
+        """Before key is hashed (a set element, a dict key): count the nodes hashing it
+        visits. A tuple's hash is not cached, so with back-references a few bytes can
+        describe a tuple whose hash visits 2**40 nodes (t = (t, t) forty times); the
+        total over one loads is held to max_hash_work. Without any back-reference yet,
+        every object read so far is a tree no larger than its bytes: nothing to count."""
+        cdef type t
+        cdef Py_ssize_t w
+        if not self.backrefs_seen:
+            return 0
+        t = type(key)
+        if t is str or t is int or t is float or t is bytes or key is None or t is bool:
+            return 0
+        w = self.key_weight(key, 0)
+        self.hash_work += w
+        if self.hash_work > self.max_hash_work:
+            raise _error.LimitExceededError(
+                f"hashing the payload's set elements and dict keys would visit more than "
+                f"max_hash_work={self.max_hash_work} nodes (offset {self.pos}): shared "
+                "tuples nested to blow up a hash; raise it with Fory(max_hash_work=N) "
+                "for trusted data")
+        return 0
+
+    cdef Py_ssize_t key_weight(self, object obj, int depth) except -1:
+        # nodes that hash(obj) visits (an upper bound), memoized per object so that a
+        # shared part is weighed once; stops counting past the budget
+        cdef type t = type(obj)
+        cdef Py_ssize_t w, limit = self.max_hash_work + 1
+        cdef int overflow = 0
+        if t is str or t is float or t is bytes or obj is None or t is bool or t is complex:
+            return 1
+        if t is int:
+            PyLong_AsLongLongAndOverflow(obj, &overflow)
+            return 1 if overflow == 0 else 1 + (<Py_ssize_t>obj.bit_length() >> 6)
+        if self.hash_memo is None:
+            self.hash_memo = {}
+        entry = self.hash_memo.get(id(obj))
+        if entry is not None and (<tuple>entry)[0] is obj:
+            return (<tuple>entry)[1]
+        if depth > 4 * self.max_depth:
+            return limit
+        w = 1
+        if isinstance(obj, (tuple, frozenset)):
+            children = obj
+        elif PyType_Check(obj):
+            children = ()
+        else:
+            # any other object (a frozen dataclass, a Fraction, an enum member): what it
+            # refers to bounds what its __hash__ can reach
+            children = [c for c in _gc_referents(obj) if not PyType_Check(c)]
+        for child in children:
+            w += self.key_weight(child, depth + 1)
+            if w >= limit:
+                w = limit
+                break
+        self.hash_memo[id(obj)] = (obj, w)
+        return w
 
     cdef object read_bigint(self):
         cdef Py_ssize_t n = self.get_length()
@@ -1396,14 +1501,16 @@ cdef class ReadContext(Buffer):
         cdef Serializer ser = info.serializer
         cdef bint track
         cdef uint64_t marker = 0
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, start
         cdef PyObject** items = NULL
         if ser is None:
             raise MalformedDataError(f"{info.cls!r} has no serializer for instances (offset {self.pos})")
+        self.add_graph(n * OBJECT_BYTES)
         track = self.ref or ser.track_identity
         if not append:
             items = PySequence_Fast_ITEMS(seq)
         for i in range(n):
+            start = self.pos
             if track:
                 marker = self.get_varuint64()
             if marker >= 2:
@@ -1419,6 +1526,12 @@ cdef class ReadContext(Buffer):
                     if ser.has_state:
                         ser.read_state(self, obj)
                 self.depth -= 1
+                if self.pos == start:
+                    # an item that took no input (Ellipsis, an empty object): n of them
+                    # cost nothing to claim, so their number has its own budget
+                    self.unbacked += 1
+                    if self.unbacked > self.max_unbacked:
+                        self.raise_unbacked()
             if append:
                 seq.append(obj)
             else:
@@ -1430,7 +1543,8 @@ cdef class ReadContext(Buffer):
         cdef Py_ssize_t n = self.get_length(), base
         cdef int kind
         cdef list lst
-        self.check_count(n, 1)
+        self.check_seq_count(n)
+        self.add_graph(LIST_BYTES + n * ITEM_BYTES)
         if n == 0:
             lst = []
             if self.ref:
@@ -1460,7 +1574,8 @@ cdef class ReadContext(Buffer):
     cdef object read_tuple(self, bint discard):
         cdef Py_ssize_t n = self.get_length()
         cdef tuple tup
-        self.check_count(n, 1)
+        self.check_seq_count(n)
+        self.add_graph(TUPLE_BYTES + n * ITEM_BYTES)
         if n == 0:
             tup = ()
         else:
@@ -1478,6 +1593,7 @@ cdef class ReadContext(Buffer):
         cdef int kinds, kk, vk
         cdef dict d
         self.check_count(n, 2)
+        self.add_graph(DICT_BYTES + n * DICT_ITEM_BYTES)
         d = _PyDict_NewPresized(n)
         if self.ref:
             objvec_push(&self.refs, d)
@@ -1493,10 +1609,16 @@ cdef class ReadContext(Buffer):
             for i in range(n):
                 key = self.read_str_any()
                 PyDict_SetItem(d, key, self.read_str_any())
+        elif kk == K_STR:
+            for i in range(n):
+                key = self.read_str_any()
+                PyDict_SetItem(d, key, self.read_elem(vk))
         else:
             for i in range(n):
-                key = self.read_elem(kk)
-                PyDict_SetItem(d, key, self.read_elem(vk))
+                key = self.read_any_inline()
+                value = self.read_elem(vk)
+                self.check_key(key)
+                PyDict_SetItem(d, key, value)
         self.depth -= 1
         return d
 
@@ -1505,6 +1627,7 @@ cdef class ReadContext(Buffer):
         cdef int kind
         cdef list items
         self.check_count(n, 1)
+        self.add_graph(SET_BYTES + n * SET_ITEM_BYTES)
         if tag == T_SET:
             s = set()
             if self.ref:
@@ -1524,10 +1647,16 @@ cdef class ReadContext(Buffer):
             raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
         if tag == T_SET:
             for i in range(n):
-                s.add(self.read_elem(kind))
+                item = self.read_elem(kind)
+                if kind == K_ANY:
+                    self.check_key(item)
+                s.add(item)
             self.depth -= 1
             return s
         items = self.read_items(n, kind, False)
+        if kind == K_ANY:
+            for item in items:
+                self.check_key(item)
         self.depth -= 1
         fs = frozenset(items)
         if discard:
@@ -1541,6 +1670,7 @@ cdef class ReadContext(Buffer):
         cdef Serializer ser = info.serializer
         if ser is None:
             raise MalformedDataError(f"{info.cls!r} has no serializer for instances (offset {self.pos})")
+        self.add_graph(OBJECT_BYTES)
         self.enter()
         obj = ser.read(self)
         if discard:
@@ -1591,8 +1721,11 @@ cdef class ReadContext(Buffer):
                 "serializer: the class differs between writer and reader")
         slot = PyList_GET_SIZE(self.types)
         self.types.append(info)
-        if self.policy is not None and kind != D_INTERNAL:
-            self.policy.validate_class(info.cls, kind == D_BY_VALUE)
+        if self.policy is not None:
+            # internal ids too: a policy sees every class a payload names, however named
+            if kind == D_INTERNAL:
+                self.policy.validate_module(getattr(info.cls, "__module__", "builtins"), is_local=False)
+            self.policy.validate_class(info.cls, is_local=kind == D_BY_VALUE)
         if kind == D_BY_VALUE:
             self.enter()
             info.by_value.read_state(self, info.cls)
@@ -1646,6 +1779,11 @@ cdef class ReadContext(Buffer):
             whole = whole.cast("B")
         return whole[start:start + <Py_ssize_t>n].toreadonly(), True
 
+    def check_hash_key(self, key):
+        """For serializers: call before hashing a key read from the payload (a dict key,
+        a set element, an enum value), so that its cost counts against max_hash_work."""
+        self.check_key(key)
+
     def read_type(self):
         """A class object written with WriteContext.write_type."""
         return self.read_class()
@@ -1668,10 +1806,23 @@ cdef class ReadContext(Buffer):
 
 
 # ---- the public entry point ----------------------------------------------------------
+_DEFAULT = object()
+
+
+def _budget(name, value, int minimum):
+    if value is None and name != "max_unbacked_container_items":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}"
+                         + ("" if name == "max_unbacked_container_items" else " or None"))
+    return min(value, 0x7FFFFFFFFFFFFFFF)
+
+
 cdef class Fory:
     """Serializer for Python objects (Python native mode).
 
-    Fory(xlang=False, ref=False, strict=True, compatible=None, max_depth=50, policy=None)
+    Fory(xlang=False, ref=False, strict=True, compatible=None, max_depth=50, policy=None,
+         *, max_graph_memory_bytes=..., max_unbacked_container_items=8192, max_hash_work=None)
 
     - ref: track shared and circular references (like pickle's memo). Off is faster;
       a cycle then fails with a DepthLimitError.
@@ -1683,13 +1834,25 @@ cdef class Fory:
     - policy: a DeserializationPolicy whose hooks see every class, function and
       reduce call a payload asks for.
 
+    Budgets of one loads, so that work and memory stay proportional to the input
+    (each raises LimitExceededError, docs/security.md):
+
+    - max_graph_memory_bytes: approximate memory of the containers and objects a
+      payload makes (128 MiB by default when strict; None, no cap, with strict=False).
+    - max_unbacked_container_items: items of a container that take no input bytes
+      (instances of a class whose serializer writes nothing, such as Ellipsis);
+      default 8192, 0 allows none.
+    - max_hash_work: nodes that hashing set elements and dict keys may visit when
+      the payload shares objects (ref=True); default 64 per input byte + 2**20.
+
     One Fory is not meant to be used by two threads at once (see ThreadSafeFory);
     if that happens, or a serializer calls back into the same Fory, a fresh context
     is used so the result is still correct.
     """
 
     def __init__(self, xlang=False, ref=False, strict=True, compatible=None, max_depth=50,
-                 policy=None):
+                 policy=None, *, max_graph_memory_bytes=_DEFAULT, max_unbacked_container_items=DEFAULT_MAX_UNBACKED,
+                 max_hash_work=None):
         if xlang:
             raise NotImplementedError(
                 "pyfory implements only Python native mode: use Fory(xlang=False); "
@@ -1701,6 +1864,14 @@ cdef class Fory:
         self.compatible = True if compatible is None else bool(compatible)
         self.max_depth = max_depth
         self.policy = policy
+        if max_graph_memory_bytes is _DEFAULT:
+            # a strict reader gets a gate; strict=False has pickle's trust model and,
+            # like pickle, no cap beyond the input's own size
+            max_graph_memory_bytes = DEFAULT_MAX_GRAPH_MEMORY if self.strict else None
+        self.max_graph_memory_bytes = _budget("max_graph_memory_bytes", max_graph_memory_bytes, 1)
+        self.max_unbacked_container_items = _budget(
+            "max_unbacked_container_items", max_unbacked_container_items, 0)
+        self.max_hash_work = _budget("max_hash_work", max_hash_work, 0)
         self.oob_threshold = OOB_THRESHOLD
         self._type_cache = {}
         from pyfory.resolver import TypeResolver

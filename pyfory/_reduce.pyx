@@ -133,7 +133,7 @@ def apply_state(obj, state, policy=None, bint strict=False):
         policy.intercept_setstate(obj, state)
     setstate = getattr(obj, "__setstate__", _MISSING)
     if setstate is not _MISSING:
-        if strict and getattr(setstate, "__func__", setstate) is _exception_setstate:
+        if strict and getattr(type(obj), "__setstate__", None) is _exception_setstate:
             # BaseException.__setstate__ setattr()s every key (a registered class's
             # own __setstate__ is trusted with its state, as registration says)
             check_strict_names(obj, state, "state")
@@ -313,6 +313,7 @@ cdef class ReduceSerializer(Serializer):
                     obj.append(item)
         if flags & S_DICT:
             for k, v in ctx.read_any():
+                ctx.check_key(k)
                 obj[k] = v
         if flags & S_SETTER and self.fory.strict:
             raise PolicyViolationError(

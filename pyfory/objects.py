@@ -28,7 +28,7 @@ from pyfory._core import Serializer, TypeInfo
 from pyfory._objects import NamedTupleSerializer, ObjectSerializer
 from pyfory._reduce import ReduceSerializer, lookup_global
 from pyfory.arrays import ArraySerializer
-from pyfory.error import MalformedDataError, SerializationError, TypeNotRegisteredError
+from pyfory.error import MalformedDataError, PolicyViolationError, SerializationError, TypeNotRegisteredError
 
 D_NAME = 2
 D_BY_VALUE = 4
@@ -185,7 +185,9 @@ class EnumSerializer(Serializer):
         ctx.write_value(obj._value_)
 
     def read(self, ctx):
-        return self.cls(ctx.read_value())
+        value = ctx.read_value()
+        ctx.check_hash_key(value)       # the enum looks the value up in a dict
+        return self.cls(value)
 
 
 class EnumByNameSerializer(Serializer):
@@ -232,6 +234,7 @@ class OrderedDictSerializer(_TwoPhase):
         if type(items) is not list:
             raise MalformedDataError(f"bad {self.cls.__qualname__} items")
         for k, v in items:
+            ctx.check_hash_key(k)
             obj[k] = v
         extra = ctx.read_value()
         if extra:
@@ -256,6 +259,10 @@ class DefaultDictSerializer(_TwoPhase):
         factory = ctx.read_value()
         if factory is not None and not callable(factory):
             raise MalformedDataError("defaultdict factory is not callable")
+        if factory is not None and self.fory.strict and not isinstance(factory, type):
+            # strict: the factory is called later, on a missing key; only a class that
+            # strict mode let through, never a callable object from the payload
+            raise PolicyViolationError("strict mode takes only a class as a defaultdict factory")
         return self.cls(factory)
 
     def write_state(self, ctx, obj):
@@ -266,6 +273,7 @@ class DefaultDictSerializer(_TwoPhase):
         if type(items) is not list:
             raise MalformedDataError("bad defaultdict items")
         for k, v in items:
+            ctx.check_hash_key(k)
             obj[k] = v
 
 

@@ -9,6 +9,7 @@ import fractions
 import uuid
 
 from pyfory._core import Serializer
+from pyfory.error import MalformedDataError
 
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _DAY_US = 86_400_000_000
@@ -148,13 +149,34 @@ class DecimalSerializer(Serializer):
         return decimal.Decimal(ctx.read_string())
 
 
+_GCD_BITS = 1 << 16
+
+
+def _fraction_as_written(num: int, den: int):
+    f = object.__new__(fractions.Fraction)
+    f._numerator = num
+    f._denominator = den
+    return f
+
+
 class FractionSerializer(Serializer):
     def write(self, ctx, obj):
         ctx.write_value(obj.numerator)
         ctx.write_value(obj.denominator)
 
     def read(self, ctx):
-        return fractions.Fraction(ctx.read_value(), ctx.read_value())
+        num = ctx.read_value()
+        den = ctx.read_value()
+        # two ints, nothing else: Fraction() would also parse a string ("1e2000000000"
+        # never finishes) or call a number type's methods
+        if type(num) is not int or type(den) is not int or den <= 0:
+            raise MalformedDataError("a Fraction needs an int numerator and a positive int denominator")
+        if num.bit_length() <= _GCD_BITS and den.bit_length() <= _GCD_BITS:
+            return fractions.Fraction(num, den)
+        # the writer wrote a normalized fraction; checking that with gcd costs time
+        # quadratic in the digits (seconds for two 300 KB ints), so large ones are taken
+        # as written, as pickle's own Fraction(str) path would not do either
+        return _fraction_as_written(num, den)
 
 
 _SAFE = {uuid.SafeUUID.unknown: 0, uuid.SafeUUID.safe: 1, uuid.SafeUUID.unsafe: 2}
