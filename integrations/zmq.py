@@ -91,8 +91,13 @@ import weakref
 from collections import deque
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
-import zmq
-import zmq.asyncio
+try:
+    import zmq
+    import zmq.asyncio
+except ModuleNotFoundError as _e:  # an optional dependency: name the extra that brings it
+    raise ModuleNotFoundError(
+        'pyfory.integrations.zmq needs pyzmq: pip install "pyfory[zmq]" '
+        "(or pip install pyzmq)", name=_e.name) from _e
 
 import pyfory
 from pyfory.buffers import BufferObject

@@ -6,7 +6,17 @@ import sys as _sys
 import threading as _threading
 
 from pyfory import error
-from pyfory._buffer import Buffer
+
+try:
+    from pyfory._buffer import Buffer
+except ImportError as _e:  # the source tree, without its compiled extensions
+    if "pyfory._buffer" not in str(_e):
+        raise
+    raise ImportError(
+        f"pyfory's compiled extensions are missing in {_os.path.dirname(__file__)}: this is "
+        "the unbuilt source tree (it shadows an installed pyfory when run from the clone "
+        "root). Build it in place with: python -m pip install -e . "
+        "(needs a C compiler; the build takes a minute or two)") from _e
 from pyfory._core import Fory, ReadContext, Serializer, TypeInfo, WriteContext
 from pyfory.buffers import BufferObject
 from pyfory.classes import list_registry_pickle_by_value, register_pickle_by_value, unregister_pickle_by_value
