@@ -247,7 +247,8 @@ def zeromq() -> None:
     pull.close()
     with fory_zmq.Executor(local_workers=2) as ex:
         offset = 100
-        say(f"Executor.map(lambda, ...) on 2 local workers -> {list(ex.map(lambda x: x + offset, range(5)))}")
+        results = list(ex.map(lambda x: x + offset, range(5)))
+        say(f"Executor.map(lambda, ...) on 2 local workers, over {ex.address} -> {results}")
 
 
 # ---------------------------------------------------------------------------------------
