@@ -162,6 +162,7 @@ cdef class ReadContext(Buffer):
     cdef Py_ssize_t max_hash_work
     cdef dict hash_memo               # id -> (object, weight) for check_key
     cdef int check_key(self, object key) except -1
+    cdef int charge_collisions(self, Py_ssize_t n) except -1
     cdef Py_ssize_t key_weight(self, object obj, int depth) except -1
     cdef int raise_graph(self) except -1
     cdef int raise_unbacked(self) except -1
@@ -234,6 +235,16 @@ cdef class ReadContext(Buffer):
             self.fill_items(seq, n, kind)
         return seq
 
+    cdef inline bint next_is_plain_key(self) noexcept:
+        # the next value is an atom whose hash a payload cannot make collide in numbers
+        # (see plain_key): None, bools, 64-bit ints, floats, str, bytes. Peeking the tag
+        # costs less than looking at the object read
+        cdef uint8_t tag
+        if self.pos >= self.size:
+            return False
+        tag = self.data[self.pos]
+        return (tag <= T_BYTES and tag != T_BIGINT) or tag == T_FLOAT32
+
     cdef inline int enter(self) except -1:
         self.depth += 1
         if self.depth > self.max_depth:
@@ -246,6 +257,19 @@ cdef class ReadContext(Buffer):
         if self.max_graph_bytes >= 0 and self.graph_bytes > self.max_graph_bytes:
             return self.raise_graph()
         return 0
+
+
+cdef class KeyGuard:
+    cdef ReadContext ctx
+    # hash values met so far and how many keys had each: open addressing, linear probing
+    cdef Py_hash_t* hashes
+    cdef Py_ssize_t* counts
+    cdef Py_ssize_t mask              # capacity - 1 (0: nothing allocated yet)
+    cdef Py_ssize_t used
+    cdef Py_ssize_t expected          # keys the container will get: the first capacity
+    cdef Py_hash_t add(self, object key) except? -1
+    cdef Py_ssize_t* slot(self, Py_hash_t h) noexcept
+    cdef int grow(self) except -1
 
 
 cdef class Fory:

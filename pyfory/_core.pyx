@@ -27,6 +27,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 
 from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
 
+import os as _os
 import pickle as _pickle
 from gc import get_referents as _gc_referents
 
@@ -57,6 +58,15 @@ from pyfory.error import (
     MalformedDataError,
     SerializationError,
 )
+
+cdef extern from *:
+    # exported by every CPython since 3.6; from 3.13 on declared in an internal header only
+    """
+    #if PY_VERSION_HEX >= 0x030D0000
+    PyAPI_FUNC(int) _PyDict_SetItem_KnownHash(PyObject *mp, PyObject *key, PyObject *item, Py_hash_t hash);
+    #endif
+    """
+    int _PyDict_SetItem_KnownHash(object d, object key, object value, Py_hash_t h) except -1
 
 cdef extern from "Python.h":
     bint PyDict_Next(object p, Py_ssize_t *ppos, PyObject* *pkey, PyObject* *pvalue)
@@ -1080,6 +1090,97 @@ cdef inline uint8_t seq_kind(object seq, Py_ssize_t n, bint is_list) noexcept:
 
 
 # ---- reading -------------------------------------------------------------------------
+cdef inline int plain_key(object key) except -1:
+    """1 for keys whose hash a payload cannot make collide in numbers: str and bytes
+    (their hash is randomized per process), None, bools, floats (a hash value is shared
+    by few of them) and ints within 64 bits (hash(i) is i mod 2**61-1: at most nine of
+    them share one). Every other key goes through a KeyGuard."""
+    cdef type t = type(key)
+    cdef int overflow = 0
+    if t is str or t is bytes or t is float or key is None or t is bool:
+        return 1
+    if t is int:
+        PyLong_AsLongLongAndOverflow(key, &overflow)
+        return overflow == 0
+    return 0
+
+
+# the multiplier that spreads hash values over a KeyGuard's table: odd, random per
+# process, so that a payload cannot choose distinct hash values that share a slot
+cdef uint64_t GUARD_SALT = int.from_bytes(_os.urandom(8), "little") | 1
+
+
+cdef class KeyGuard:
+    """The keys of one dict or set being filled from the payload. Python's dict and set
+    compare a new key with every earlier key of the same hash, so n keys crafted to share
+    one (big ints k*(2**61-1), complex numbers, tuples of ints) cost n**2/2 comparisons:
+    200 KB of them took 4 s. The comparisons are counted against max_hash_work, with the
+    nodes that hashing a key visits (ReadContext.check_key). For serializers that fill a
+    container: ``guard = ctx.key_guard()``, then ``guard.check(key)`` before each insert."""
+
+    def __cinit__(self, ReadContext ctx, Py_ssize_t expected=0):
+        self.ctx = ctx
+        self.expected = expected
+
+    def __dealloc__(self):
+        free(self.hashes)
+        free(self.counts)
+
+    cdef Py_ssize_t* slot(self, Py_hash_t h) noexcept:
+        # the count of h, or the empty slot where it goes (count 0)
+        cdef Py_ssize_t i = <Py_ssize_t>((<uint64_t>h * GUARD_SALT) >> 32) & self.mask
+        while self.counts[i] != 0 and self.hashes[i] != h:
+            i = (i + 1) & self.mask
+        self.hashes[i] = h
+        return &self.counts[i]
+
+    cdef int grow(self) except -1:
+        cdef Py_hash_t* old_hashes = self.hashes
+        cdef Py_ssize_t* old_counts = self.counts
+        cdef Py_ssize_t old_cap = self.mask + 1 if self.mask else 0, cap = 2 * old_cap, i
+        if old_cap == 0:
+            # room for the container's keys at half load, so that a big one never grows
+            # (expected is a count the input has backed: check_count)
+            cap = 64
+            while cap < 2 * self.expected:
+                cap *= 2
+        self.hashes = <Py_hash_t*>malloc(cap * sizeof(Py_hash_t))
+        self.counts = <Py_ssize_t*>calloc(cap, sizeof(Py_ssize_t))
+        if self.hashes == NULL or self.counts == NULL:
+            free(self.hashes)
+            free(self.counts)
+            self.hashes, self.counts = old_hashes, old_counts
+            raise MemoryError()
+        self.mask = cap - 1
+        for i in range(old_cap):
+            if old_counts[i]:
+                self.slot(old_hashes[i])[0] = old_counts[i]
+        free(old_hashes)
+        free(old_counts)
+        return 0
+
+    cdef Py_hash_t add(self, object key) except? -1:
+        # key is not a plain_key; its hash, for the insert that follows
+        cdef Py_hash_t h
+        cdef Py_ssize_t* count
+        self.ctx.check_key(key)
+        h = hash(key)
+        if 2 * (self.used + 1) > self.mask:
+            self.grow()
+        count = self.slot(h)
+        if count[0]:
+            self.ctx.charge_collisions(count[0])
+        else:
+            self.used += 1
+        count[0] += 1
+        return h
+
+    def check(self, key):
+        """Call before inserting key (read from the payload) into this guard's container."""
+        if not plain_key(key):
+            self.add(key)
+
+
 cdef class ReadContext(Buffer):
     """State of one `loads`: the input cursor and the tables of objects, strings and
     types met so far, which back-references index into."""
@@ -1386,6 +1487,17 @@ cdef class ReadContext(Buffer):
                 "for trusted data")
         return 0
 
+    cdef int charge_collisions(self, Py_ssize_t n) except -1:
+        # n earlier keys of one dict or set share this key's hash: inserting it compares
+        # it with each of them
+        self.hash_work += n
+        if self.hash_work > self.max_hash_work:
+            raise _error.LimitExceededError(
+                f"the payload's dict keys or set elements share hash values: inserting them "
+                f"would compare keys more than max_hash_work={self.max_hash_work} times "
+                f"(offset {self.pos}); raise it with Fory(max_hash_work=N) for trusted data")
+        return 0
+
     cdef Py_ssize_t key_weight(self, object obj, int depth) except -1:
         # nodes that hash(obj) visits (an upper bound), memoized per object so that a
         # shared part is weighed once; stops counting past the budget
@@ -1592,6 +1704,8 @@ cdef class ReadContext(Buffer):
         cdef Py_ssize_t n = self.get_length(), i
         cdef int kinds, kk, vk
         cdef dict d
+        cdef KeyGuard guard = None
+        cdef bint plain
         self.check_count(n, 2)
         self.add_graph(DICT_BYTES + n * DICT_ITEM_BYTES)
         d = _PyDict_NewPresized(n)
@@ -1615,10 +1729,16 @@ cdef class ReadContext(Buffer):
                 PyDict_SetItem(d, key, self.read_elem(vk))
         else:
             for i in range(n):
+                plain = self.next_is_plain_key()
                 key = self.read_any_inline()
                 value = self.read_elem(vk)
-                self.check_key(key)
-                PyDict_SetItem(d, key, value)
+                if plain or plain_key(key):
+                    PyDict_SetItem(d, key, value)
+                else:
+                    if guard is None:
+                        guard = KeyGuard(self, n - i)
+                    # the guard hashed the key: the dict takes that hash
+                    _PyDict_SetItem_KnownHash(d, key, value, guard.add(key))
         self.depth -= 1
         return d
 
@@ -1626,6 +1746,8 @@ cdef class ReadContext(Buffer):
         cdef Py_ssize_t n = self.get_length(), i
         cdef int kind
         cdef list items
+        cdef KeyGuard guard = None
+        cdef bint plain
         self.check_count(n, 1)
         self.add_graph(SET_BYTES + n * SET_ITEM_BYTES)
         if tag == T_SET:
@@ -1647,16 +1769,22 @@ cdef class ReadContext(Buffer):
             raise MalformedDataError(f"bad element kind {kind} at offset {self.pos - 1}")
         if tag == T_SET:
             for i in range(n):
+                plain = kind != K_ANY or self.next_is_plain_key()
                 item = self.read_elem(kind)
-                if kind == K_ANY:
-                    self.check_key(item)
+                if not plain and not plain_key(item):
+                    if guard is None:
+                        guard = KeyGuard(self, n - i)
+                    guard.add(item)
                 s.add(item)
             self.depth -= 1
             return s
         items = self.read_items(n, kind, False)
         if kind == K_ANY:
             for item in items:
-                self.check_key(item)
+                if not plain_key(item):
+                    if guard is None:
+                        guard = KeyGuard(self, n)
+                    guard.add(item)
         self.depth -= 1
         fs = frozenset(items)
         if discard:
@@ -1779,6 +1907,11 @@ cdef class ReadContext(Buffer):
             whole = whole.cast("B")
         return whole[start:start + <Py_ssize_t>n].toreadonly(), True
 
+    def key_guard(self):
+        """For serializers that fill a dict or set from the payload: a KeyGuard whose
+        check(key) is called before each insert (hash bombs, colliding keys)."""
+        return KeyGuard(self)
+
     def check_hash_key(self, key):
         """For serializers: call before hashing a key read from the payload (a dict key,
         a set element, an enum value), so that its cost counts against max_hash_work."""
@@ -1843,7 +1976,8 @@ cdef class Fory:
       (instances of a class whose serializer writes nothing, such as Ellipsis);
       default 8192, 0 allows none.
     - max_hash_work: nodes that hashing set elements and dict keys may visit when
-      the payload shares objects (ref=True); default 64 per input byte + 2**20.
+      the payload shares objects (ref=True), plus the comparisons that keys sharing one
+      hash value cost when inserted; default 64 per input byte + 2**20.
 
     One Fory is not meant to be used by two threads at once (see ThreadSafeFory);
     if that happens, or a serializer calls back into the same Fory, a fresh context

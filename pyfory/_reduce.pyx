@@ -19,7 +19,7 @@ followed by those values in that order: listitems as a list, dictitems as a list
 (key, value) tuples, then state_setter and state.
 """
 
-from pyfory._core cimport Serializer, WriteContext, ReadContext
+from pyfory._core cimport Serializer, WriteContext, ReadContext, KeyGuard
 
 import copyreg
 import functools
@@ -312,8 +312,9 @@ cdef class ReduceSerializer(Serializer):
                 for item in items:
                     obj.append(item)
         if flags & S_DICT:
+            guard = KeyGuard(ctx)
             for k, v in ctx.read_any():
-                ctx.check_key(k)
+                guard.check(k)
                 obj[k] = v
         if flags & S_SETTER and self.fory.strict:
             raise PolicyViolationError(

@@ -6,8 +6,10 @@ with a memory limit and a timeout, and must end in a pyfory error with no side e
 
 from __future__ import annotations
 
+import collections
 import fractions
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -26,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ID_PUREPOSIXPATH, ID_MODULE, ID_PARTIAL = 36, 40, 46
 ID_ITEMGETTER, ID_ATTRGETTER, ID_METHODCALLER = 47, 48, 49
 ID_FUNCTION, ID_ELLIPSIS, ID_FRACTION = 51, 17, 25
+ID_PATTERN = 35
 
 
 def gadget_chain(marker: str, exc_descriptor: bytes) -> bytes:
@@ -266,6 +269,118 @@ def test_shared_tuple_keys_that_hash_cheaply_still_load():
     value = {(shared, i): i for i in range(2000)}
     fory = pyfory.Fory(ref=True)
     assert fory.loads(fory.dumps(value)) == value
+
+
+MERSENNE = (1 << 61) - 1     # hash(i) is i mod this prime: every k * MERSENNE hashes to 0
+
+
+def colliding_keys(kind: str, n: int) -> list:
+    """n wire values that are distinct keys with one hash value."""
+    if kind == "bigint":
+        return [h.int_(k * MERSENNE) for k in range(1, n + 1)]
+    # hash(complex(a, b)) is hash(a) + 1000003 * hash(b), and hash(float(k)) is k
+    c = 10 ** 12
+    return [bytes([h.T_COMPLEX]) + struct.pack("<dd", float(c - 1000003 * b), float(b)) for b in range(n)]
+
+
+def collision_payload(container: str, kind: str, n: int) -> bytes:
+    keys = colliding_keys(kind, n)
+    if container == "dict":
+        return h.payload(h.dict_(*[(k, h.none()) for k in keys]))
+    return h.payload({"set": h.set_, "frozenset": h.frozenset_}[container](*keys))
+
+
+@pytest.mark.parametrize("container", ["set", "frozenset", "dict"])
+@pytest.mark.parametrize("kind", ["bigint", "complex"])
+def test_keys_crafted_to_share_a_hash_have_a_budget(tmp_path, container, kind):
+    # 20,000 keys with one hash: 2 * 10**8 comparisons unguarded (minutes), in ~200 KB
+    path = tmp_path / "payload"
+    path.write_bytes(collision_payload(container, kind, 20000))
+    code = f"pyfory.Fory(strict={container != 'dict'}).loads(open({str(path)!r}, 'rb').read())"
+    expect_child_error(code, "LimitExceededError", timeout=60)
+    # a few hundred such keys are ordinary data and load
+    small = pyfory.Fory().loads(collision_payload(container, kind, 300))
+    assert len(small) == 300 and len({hash(k) for k in small}) == 1
+
+
+def test_colliding_keys_through_python_serializers_and_reduce_state():
+    keys = [k * MERSENNE for k in range(1, 6001)]
+    writer = pyfory.Fory(strict=False, max_hash_work=10 ** 9)
+    for value in (collections.OrderedDict.fromkeys(keys), collections.Counter(dict.fromkeys(keys, 1)),
+                  collections.defaultdict(int, dict.fromkeys(keys, 1)), DictWithState.fromkeys(keys)):
+        data = writer.dumps(value)
+        with pytest.raises(LimitExceededError, match="share hash values"):
+            pyfory.Fory(strict=False).loads(data)
+        # the budget is an option: a trusted reader raises it
+        assert writer.loads(data) == value
+
+
+class DictWithState(dict):
+    """A dict subclass: pickle's reduce writes its items as dict state (S_DICT)."""
+
+    def __reduce__(self):
+        return (DictWithState, (), None, None, iter(self.items()))
+
+
+def test_distinct_hashes_cost_nothing_extra():
+    value = {(i, str(i)): i for i in range(20000)}
+    value.update({10 ** 30 + i: i for i in range(20000)})
+    value.update({complex(i, 1): i for i in range(20000)})
+    fory = pyfory.Fory(max_hash_work=0)       # none of these keys shares a hash
+    assert fory.loads(fory.dumps(value)) == value
+    assert fory.loads(fory.dumps(set(value))) == set(value)
+
+
+def test_zoneinfo_keys_must_name_an_installed_zone():
+    import zoneinfo
+    fory = pyfory.Fory()
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    assert fory.loads(fory.dumps(paris)) is paris
+    for key in ("Nope/Nope", "../../etc/passwd", "/etc/passwd", "Europe", ""):
+        data = fory.dumps(paris).replace(h.str_body("Europe/Paris"), h.str_body(key))
+        with pytest.raises(MalformedDataError, match="no installed time zone"):
+            fory.loads(data)
+    # strict=False keeps pickle's behaviour: ZoneInfo(key) decides
+    with pytest.raises(pyfory.error.DeserializationError):
+        pyfory.Fory(strict=False).loads(fory.dumps(paris).replace(h.str_body("Europe/Paris"),
+                                                                  h.str_body("Nope/Nope")))
+
+
+def test_regular_expressions_have_a_compile_budget_and_no_debug_flag():
+    import re
+    fory = pyfory.Fory()
+    one = re.compile("x" * 60000, re.IGNORECASE)
+    assert fory.loads(fory.dumps(one)) == one
+    two = [re.compile("x" * 40000), re.compile("y" * 40000)]
+    with pytest.raises(LimitExceededError, match="regular-expression characters"):
+        fory.loads(fory.dumps(two))
+    assert pyfory.Fory(strict=False).loads(fory.dumps(two)) == two
+    # re.DEBUG would make the reader print the compiled program
+    data = h.payload(h.obj(h.internal(ID_PATTERN), h.str_("a") + h.varint(re.DEBUG)))
+    with pytest.raises(MalformedDataError, match="re.Pattern"):
+        fory.loads(data)
+
+
+def test_strict_flag_values_are_combinations_of_members():
+    import enum
+
+    class Perm(enum.IntFlag):
+        R = 4
+        W = 2
+        X = 1
+
+    fory = pyfory.Fory()
+    fory.register(Perm)
+    for member in (Perm.R, Perm.R | Perm.X, Perm(0), Perm.R | Perm.W | Perm.X):
+        assert fory.loads(fory.dumps(member)) is member
+    data = fory.dumps(Perm(64))
+    Perm._value2member_map_.pop(64, None)
+    size = len(Perm._value2member_map_)
+    with pytest.raises(MalformedDataError, match="no member"):
+        fory.loads(data)
+    assert len(Perm._value2member_map_) == size      # nothing was added to the enum
+    lenient = pyfory.Fory(strict=False)
+    assert lenient.loads(lenient.dumps(Perm(64 | 1))) == 65
 
 
 def test_fraction_reads_ints_only_and_never_runs_gcd_on_huge_parts():
