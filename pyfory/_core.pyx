@@ -56,6 +56,7 @@ from pyfory.error import (
     FormatError,
     MalformedDataError,
     SerializationError,
+    on_side as _on_side,
 )
 
 cdef extern from "Python.h":
@@ -438,8 +439,10 @@ cdef class WriteContext(Buffer):
         self.depth += 1
         if self.depth > self.max_depth:
             raise DepthLimitError(
-                f"nesting deeper than max_depth={self.max_depth} while serializing "
-                "(a cycle needs ref=True; deeper data needs a larger max_depth)")
+                f"nesting deeper than max_depth={self.max_depth} while serializing: a cycle "
+                "needs Fory(ref=True); for deeper data raise the limit with "
+                f"Fory(max_depth=N), N up to {MAX_DEPTH_CAP} (pyfory.dumps allows "
+                "1000, as pickle does)")
         return 0
 
     # -- the dispatch --
@@ -572,6 +575,10 @@ cdef class WriteContext(Buffer):
         self.put_u8(T_BUFFER)
         if is_pickle_buffer:
             view = memoryview(obj)
+            if not view.contiguous:
+                raise SerializationError(
+                    "a PickleBuffer that points to a non-contiguous buffer cannot be "
+                    "serialized (as with pickle): pass a contiguous copy")
             self.put_u8(B_PICKLEBUFFER)
             self.put_u8(1 if view.readonly else 0)
             return self.write_buffer_body(view, True)
@@ -1177,8 +1184,9 @@ cdef class ReadContext(Buffer):
     cdef int raise_depth(self) except -1:
         # (enter, inline in _core.pxd, went past max_depth)
         raise DepthLimitError(
-            f"payload nests deeper than max_depth={self.max_depth} "
-            f"(at offset {self.pos})")
+            f"payload nests deeper than max_depth={self.max_depth} (at offset {self.pos}); "
+            f"for deeper data from a source you trust, raise the limit with "
+            f"Fory(max_depth=N), N up to {MAX_DEPTH_CAP} (pyfory.loads allows 1000)")
 
     cdef object read_any(self):
         # read_any_inline, out of line: for the call sites off the hot loops
@@ -1934,9 +1942,16 @@ cdef class Fory:
             if ctx.oob_count:
                 ctx.data[3] |= F_OOB
             return ctx.finish()
+        except ForyError as e:
+            _on_side(e, False)      # also a pickle.PicklingError
+            raise
         except RecursionError as e:
-            # Python-level serializers nest Python frames; past the interpreter's limit
-            raise DepthLimitError(f"value nests too deeply to serialize: {e}") from e
+            # Python-level serializers nest Python frames, and so does an object whose
+            # attribute lookup recurses without end; past the interpreter's limit
+            raise _on_side(DepthLimitError(
+                f"serializing needs deeper recursion than the interpreter allows ({e}): the "
+                "value nests too deeply, or looking up an attribute of an object in it "
+                "recurses without end"), False) from e
         finally:
             ctx.end()
 
@@ -1971,10 +1986,11 @@ cdef class Fory:
                 raise MalformedDataError(
                     f"{ctx.size - ctx.pos} unexpected byte(s) after the value at offset {ctx.pos}")
             return obj
-        except ForyError:
+        except ForyError as e:
+            _on_side(e, True)       # also a pickle.UnpicklingError
             raise
         except RecursionError as e:
-            raise DepthLimitError(f"payload nests too deeply: {e}") from e
+            raise _on_side(DepthLimitError(f"payload nests too deeply: {e}"), True) from e
         except Exception as e:
             # whatever a constructor, __setstate__ or reduce callable raised (the
             # original stays visible as __cause__)

@@ -66,6 +66,8 @@ def _plain_layout(cls) -> bool:
         return False
     if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
         return False
+    if cls.__getattribute__ is not object.__getattribute__:
+        return False        # pickle looks __reduce_ex__ up through it: the reduce path does too
     if getattr(cls, "__getstate__", None) is not _object_getstate:
         return False
     for name in ("__setstate__", "__getnewargs__", "__getnewargs_ex__", "__getinitargs__"):
