@@ -192,3 +192,147 @@ def test_a_thousand_levels_do_not_overflow_the_c_stack():
     assert out.split() == [b"14", b"14"]
     out = run_python(DEEP_CHILD, "2000")
     assert out.split() == [b"14", b"14"]
+
+
+# ---- dict views ------------------------------------------------------------------------
+def test_dict_views_are_rebuilt():
+    import collections
+
+    d = {1: "a", (2, 3): "b"}
+    od = collections.OrderedDict([("z", 1), ("y", 2)])
+    for view in (d.keys(), d.values(), d.items(), od.keys(), od.values(), od.items()):
+        back = pyfory.loads(pyfory.dumps(view))
+        assert type(back) is type(view) and list(back) == list(view)
+    shared = d.keys()
+    a, b = pyfory.loads(pyfory.dumps([shared, shared]))
+    assert a is b
+    with pytest.raises(TypeNotRegisteredError):
+        pyfory.Fory().dumps(d.keys())
+
+
+# ---- descriptors -----------------------------------------------------------------------
+class WithSlots:
+    __slots__ = ("x",)
+
+
+def test_descriptors_travel_by_reference():
+    for desc in (type.__dict__["__doc__"], WithSlots.__dict__["x"], BaseException.__dict__["args"]):
+        assert pyfory.loads(pyfory.dumps(desc)) is desc
+
+
+ABSTRACT_CHILD = """
+import abc, sys
+import pyfory
+
+class Base(abc.ABC):
+    @abc.abstractclassmethod
+    def make(cls):
+        ...
+    @abc.abstractstaticmethod
+    def helper():
+        ...
+    @abc.abstractproperty
+    def size(self):
+        "the size"
+
+sys.stdout.buffer.write(pyfory.dumps(Base))
+"""
+
+
+def test_abstract_method_wrappers_inside_a_class_by_value():
+    import abc
+
+    Base = pyfory.loads(run_python(ABSTRACT_CHILD))
+    assert Base.__abstractmethods__ == {"make", "helper", "size"}
+    assert type(Base.__dict__["make"]) is abc.abstractclassmethod
+    assert type(Base.__dict__["helper"]) is abc.abstractstaticmethod
+    assert type(Base.__dict__["size"]) is abc.abstractproperty and Base.size.__doc__ == "the size"
+    with pytest.raises(TypeError, match="abstract"):
+        Base()
+
+    class Impl(Base):
+        make = classmethod(lambda cls: cls())
+        helper = staticmethod(lambda: 1)
+        size = property(lambda self: 3)
+
+    assert Impl.make().size == 3
+
+
+# ---- weak collections ------------------------------------------------------------------
+class Member:
+    pass
+
+
+def test_weak_collections_keep_the_members_of_the_payload():
+    import weakref
+
+    kept, dropped = Member(), Member()
+    ws = weakref.WeakSet([kept, dropped])
+    wk = weakref.WeakKeyDictionary({kept: 1, dropped: 2})
+    wv = weakref.WeakValueDictionary({"kept": kept, "dropped": dropped})
+    members, ws2, wk2, wv2 = pyfory.loads(pyfory.dumps([[kept], ws, wk, wv]))
+    assert list(ws2) == members and dict(wk2) == {members[0]: 1} and dict(wv2) == {"kept": members[0]}
+    with pytest.raises(TypeNotRegisteredError):
+        pyfory.Fory().dumps(ws)
+
+
+ABC_REGISTRY_CHILD = """
+import abc, sys
+import pyfory
+
+class Shape(abc.ABC):
+    pass
+
+class Square:
+    pass
+
+Shape.register(Square)
+sys.stdout.buffer.write(pyfory.dumps([Shape, Square()]))
+"""
+
+
+def test_abc_registry_weakset_of_a_class_by_value():
+    Shape, square = pyfory.loads(run_python(ABC_REGISTRY_CHILD))
+    assert isinstance(square, Shape)
+
+
+# ---- open files ------------------------------------------------------------------------
+def test_readable_files_travel_as_content_and_position(tmp_path):
+    import io
+
+    path = tmp_path / "data.txt"
+    path.write_bytes("héllo\r\nwörld\nend".encode())
+    with open(path, encoding="utf-8") as f:
+        f.readline()
+        back = pyfory.loads(pyfory.dumps(f))
+        assert type(back) is io.StringIO and back.read() == f.read() == "wörld\nend"
+    with open(path, "rb") as f, open(path, "r+b") as g, open(path, "rb", buffering=0) as h:
+        f.read(3)
+        for handle in (f, g, h):
+            back = pyfory.loads(pyfory.dumps(handle))
+            assert type(back) is io.BytesIO and back.tell() == handle.tell()
+            assert back.read() == handle.read()
+
+
+def test_closed_and_write_only_files_are_refused(tmp_path):
+    path = tmp_path / "out.txt"
+    with open(path, "w") as f:
+        with pytest.raises(pickle.PicklingError, match="not open for reading"):
+            pyfory.dumps(f)
+    with pytest.raises(pickle.PicklingError, match="closed"):
+        pyfory.dumps(f)
+
+
+STD_STREAMS_CHILD = """
+import sys
+import pyfory
+streams = pyfory.loads(sys.stdin.buffer.read())
+assert streams == [sys.stdin, sys.stdout, sys.stderr], streams
+print("same")
+"""
+
+
+def test_standard_streams_travel_by_reference():
+    data = run_python("import sys, pyfory; sys.stdout.buffer.write("
+                      "pyfory.dumps([sys.stdin, sys.stdout, sys.stderr]))")
+    assert run_python(STD_STREAMS_CHILD, stdin=data).strip() == b"same"
