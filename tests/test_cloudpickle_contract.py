@@ -336,3 +336,167 @@ def test_standard_streams_travel_by_reference():
     data = run_python("import sys, pyfory; sys.stdout.buffer.write("
                       "pyfory.dumps([sys.stdin, sys.stdout, sys.stderr]))")
     assert run_python(STD_STREAMS_CHILD, stdin=data).strip() == b"same"
+
+
+# ---- dynamic modules -------------------------------------------------------------------
+DYNAMIC_MODULE_CHILD = """
+import sys, textwrap, types
+import pyfory
+
+class Unpicklable:
+    def __reduce__(self):
+        raise ValueError("not this one")
+
+mod = types.ModuleType("made_at_run_time")
+exec(textwrap.dedent('''
+    x = 1
+    def f(y):
+        return abs(x + y)
+    class Foo:
+        def method(self, y):
+            return f(y)
+'''), mod.__dict__)
+# as scipy does: an unpicklable object among the module's builtins
+builtins_ns = mod.__dict__["__builtins__"]
+if isinstance(builtins_ns, dict):
+    builtins_ns["unpicklable_obj"] = Unpicklable()
+else:
+    builtins_ns.unpicklable_obj = Unpicklable()
+sys.stdout.buffer.write(pyfory.dumps([mod, mod]))
+"""
+
+RELAY_CHILD = """
+import subprocess, sys
+import pyfory
+
+mod, again = pyfory.loads(sys.stdin.buffer.read())
+assert mod is again and "made_at_run_time" not in sys.modules
+assert mod.f(-5) == 4 and mod.Foo().method(1) == 2
+mod.x = 10                      # changed here: the grandchild sees the change
+grandchild = subprocess.run([sys.executable, "-c", sys.argv[1]], input=pyfory.dumps(mod),
+                            capture_output=True, timeout=60)
+assert grandchild.returncode == 0, grandchild.stderr.decode()
+sys.stdout.buffer.write(grandchild.stdout)
+"""
+
+GRANDCHILD = """
+import sys
+import pyfory
+mod = pyfory.loads(sys.stdin.buffer.read())
+print(mod.__name__, mod.x, mod.f(1), mod.Foo().method(2))
+"""
+
+
+def test_dynamic_module_loads_in_a_fresh_process_and_a_grandchild():
+    data = run_python(DYNAMIC_MODULE_CHILD)
+    out = run_python(RELAY_CHILD, GRANDCHILD, stdin=data)
+    # the functions keep the globals they were sent with (x = 1), the module its own x
+    assert out.split() == [b"made_at_run_time", b"10", b"2", b"3"]
+
+
+# ---- register_pickle_by_value(package) -------------------------------------------------
+PACKAGE_FILES = {
+    "contractpkg/__init__.py": "from contractpkg.sub import helper, Point\n",
+    "contractpkg/sub/__init__.py": "from contractpkg.sub import deep\n"
+                                   "from contractpkg.sub.deep import Point\n"
+                                   "def helper(x):\n    return deep.twice(x) + 1\n",
+    "contractpkg/sub/deep.py": "import dataclasses\n"
+                               "def twice(x):\n    return 2 * x\n"
+                               "@dataclasses.dataclass\nclass Point:\n    x: int\n"
+                               "    def norm(self):\n        return twice(self.x)\n",
+}
+
+SENDER = """
+import sys
+import pyfory
+import contractpkg
+import contractpkg.sub.deep
+pyfory.register_pickle_by_value(contractpkg)
+sys.stdout.buffer.write(pyfory.dumps([contractpkg.helper, contractpkg.Point(4),
+                                      contractpkg.sub.deep.twice, contractpkg.sub]))
+"""
+
+RECEIVER = """
+import sys
+import pyfory
+helper, point, twice, sub = pyfory.loads(sys.stdin.buffer.read())
+assert not any(name.startswith("contractpkg") for name in sys.modules)
+print(helper(3), point.norm(), twice(5), sub.helper(1), type(point).__module__)
+"""
+
+
+def test_register_pickle_by_value_covers_submodules_in_a_process_without_the_package(tmp_path):
+    src = tmp_path / "src"
+    for name, text in PACKAGE_FILES.items():
+        path = src / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    data = run_python(SENDER, env={"PYTHONPATH": str(src)})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = run_python(RECEIVER, stdin=data, cwd=str(elsewhere), env={"PYTHONPATH": ""})
+    assert out.split() == [b"7", b"8", b"10", b"3", b"contractpkg.sub.deep"]
+
+
+# ---- deterministic bytes ---------------------------------------------------------------
+SEEDS = ("0", "1", "2", "3", "12345")
+
+FUNCTION_CHILD = """
+import hashlib, sys
+import pyfory
+
+ALPHA, BETA, GAMMA = 1, 2.5, "three"
+CHOICES = ("red", "green", "blue", "cyan")
+
+def uses_globals(x):
+    return (x + ALPHA + BETA, GAMMA, x in CHOICES, {"a": ALPHA, "b": BETA})
+
+class Local:
+    b = 2
+    a = 1
+    names = ("x", "y")
+    def method(self):
+        return uses_globals(self.a)
+
+first = pyfory.dumps(uses_globals)
+assert pyfory.dumps(uses_globals) == first
+both = pyfory.dumps([Local, Local()])
+assert pyfory.dumps([Local, Local()]) == both    # the same class twice: the same bytes
+print(hashlib.sha256(first).hexdigest())
+"""
+
+
+def test_function_by_value_bytes_do_not_depend_on_the_hash_seed():
+    digests = {run_python(FUNCTION_CHILD, env={"PYTHONHASHSEED": seed}) for seed in SEEDS}
+    assert len(digests) == 1, digests
+
+
+REDUMP_CHILD = """
+import hashlib, sys
+import pyfory
+cls = pyfory.loads(sys.stdin.buffer.read())
+assert cls().total() == 6
+print(hashlib.sha256(pyfory.dumps(cls)).hexdigest())
+print(hashlib.sha256(pyfory.dumps([cls, cls(), cls.total])).hexdigest())
+"""
+
+
+def test_a_class_by_value_redumped_in_fresh_processes_gives_the_same_bytes():
+    # a class by value carries a tracker id (random, once per class, as cloudpickle's):
+    # the processes that received it write it back with that id and identical bytes,
+    # whatever their hash seed (class dict order, interned names, shared tuples)
+    namespace = {"__module__": "__main__"}
+    exec(textwrap.dedent("""
+        zeta = 1
+        alpha = 2
+        beta = {"k": (1, 2), "j": (1, 2)}
+        tags = ("p", "q", "r", "s")
+        def total(self):
+            return self.zeta + self.alpha + len(self.beta) + 1
+    """), namespace)
+    del namespace["__builtins__"]
+    cls = type("Dynamic", (), namespace)
+    data = pyfory.dumps(cls)
+    assert pyfory.dumps(cls) == data
+    digests = {run_python(REDUMP_CHILD, stdin=data, env={"PYTHONHASHSEED": seed}) for seed in SEEDS}
+    assert len(digests) == 1, digests
