@@ -430,6 +430,7 @@ cdef class WriteContext(Buffer):
     cdef void end(self) noexcept:
         ptable_clear(&self.memo)
         ptable_clear(&self.strings)
+        self.names = None
         self.buffer_callback = None
         self.oob_views = None
         self.scratch = None
@@ -653,10 +654,10 @@ cdef class WriteContext(Buffer):
         if info.kind == D_INTERNAL or info.kind == D_USER_ID:
             self.put_varuint64(info.type_id)
         elif info.kind == D_NAME:
-            self.write_str_dedup(info.module)
-            self.write_str_dedup(info.qualname)
+            self.write_name(info.module)
+            self.write_name(info.qualname)
         elif info.kind == D_USER_NAME:
-            self.write_str_dedup(info.name)
+            self.write_name(info.name)
         elif info.kind == D_BY_VALUE:
             self.enter()
             info.by_value.write_skeleton(self, info.cls)
@@ -700,6 +701,24 @@ cdef class WriteContext(Buffer):
             return self.put_varuint64((<uint64_t>idx << 2) | 3)
         ptable_add(&self.strings, <PyObject*>s)
         return self.put_str(s, 1)
+
+    cdef int write_name(self, str s) except -1:
+        """A name (of an attribute, a class, a module, a global): deduplicated by value
+        among names, never merged with an equal string value. Strings are otherwise
+        deduplicated by identity, and which equal strings are one object differs between
+        processes (a receiver's setattr and marshal intern names its payload gave as
+        plain strings): keyed by a private copy, names give the same bytes whichever
+        process writes the same value."""
+        cdef object canon
+        if self.names is None:
+            self.names = {}
+        canon = self.names.get(s)
+        if canon is None:
+            # a new object with the same characters (one-character strings are shared
+            # singletons in every process, so they may stay shared)
+            canon = s if len(s) < 2 else "".join([s[:1], s[1:]])
+            self.names[s] = canon
+        return self.write_str_dedup(<str>canon)
 
     cdef int write_int_value(self, object obj) except -1:
         cdef int overflow = 0
@@ -1037,8 +1056,9 @@ cdef class WriteContext(Buffer):
     write_ref = write_value
 
     def write_str_ref(self, str s):
-        """A string that repeats across the payload (names): written once, then by index."""
-        self.write_str_dedup(s)
+        """A name that repeats across the payload: written once, then by index (names
+        are deduplicated by value, see write_name)."""
+        self.write_name(s)
 
     def write_type(self, cls):
         """A class object, named once per payload."""
