@@ -25,6 +25,7 @@ import struct
 import sys
 import types
 
+from pyfory import classes
 from pyfory._core import Serializer, TypeInfo
 from pyfory._objects import NamedTupleSerializer, ObjectSerializer
 from pyfory._reduce import ReduceSerializer, lookup_global
@@ -111,25 +112,12 @@ def serializer_for_class(fory, cls) -> Serializer:
 
 
 # ---- naming classes ----------------------------------------------------------------------
-def is_importable(cls) -> bool:
-    module = getattr(cls, "__module__", None)
-    qualname = getattr(cls, "__qualname__", None)
-    if not module or not qualname or "<locals>" in qualname or module == "__main__":
-        return False
-    try:
-        return lookup_global(module, qualname) is cls
-    except Exception:
-        return False
-
-
 def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
     """Non-strict mode: how to name cls (by reference or by value) and its serializer."""
     ser = serializer_for_class(resolver.fory, cls)
-    from pyfory import classes
-
     if classes.travels_by_value(cls):
         return classes.by_value_typeinfo(resolver, cls, ser)
-    if not is_importable(cls):
+    if not classes.is_importable(cls):
         raise SerializationError(f"cannot serialize class {cls.__module__}.{cls.__qualname__}: "
                                  "it cannot be imported by name")
     return TypeInfo(cls, ser, D_NAME, module=cls.__module__, qualname=cls.__qualname__)
@@ -360,8 +348,6 @@ def module_by_value(module) -> bool:
     """A module the receiver cannot import: built at run time (types.ModuleType(...),
     not the module sys.modules has under its name), or registered with
     register_pickle_by_value (the package or a parent of it)."""
-    from pyfory import classes
-
     name = module.__name__
     return sys.modules.get(name) is not module or classes.module_is_by_value(name)
 
