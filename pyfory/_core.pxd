@@ -104,6 +104,7 @@ cdef class WriteContext(Buffer):
     cdef Py_ssize_t ntypes
     cdef PtrTable memo
     cdef PtrTable strings
+    cdef dict names                      # name -> its private copy (write_name), or None
     cdef public object buffer_callback
     cdef public dict scratch             # per-payload state of serializers, keyed by serializer
     cdef public Py_ssize_t oob_count     # buffers handed out of band in this payload
@@ -119,6 +120,7 @@ cdef class WriteContext(Buffer):
     cdef int write_object(self, object obj, TypeInfo info) except -1
     cdef int write_str_value(self, str s) except -1
     cdef int write_str_dedup(self, str s) except -1
+    cdef int write_name(self, str s) except -1
     cdef int write_int_value(self, object obj) except -1
     cdef int write_bigint_body(self, object obj) except -1
     cdef int write_list(self, list obj) except -1

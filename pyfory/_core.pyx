@@ -57,6 +57,7 @@ from pyfory.error import (
     FormatError,
     MalformedDataError,
     SerializationError,
+    on_side as _on_side,
 )
 
 cdef extern from *:
@@ -439,6 +440,7 @@ cdef class WriteContext(Buffer):
     cdef void end(self) noexcept:
         ptable_clear(&self.memo)
         ptable_clear(&self.strings)
+        self.names = None
         self.buffer_callback = None
         self.oob_views = None
         self.scratch = None
@@ -448,8 +450,10 @@ cdef class WriteContext(Buffer):
         self.depth += 1
         if self.depth > self.max_depth:
             raise DepthLimitError(
-                f"nesting deeper than max_depth={self.max_depth} while serializing "
-                "(a cycle needs ref=True; deeper data needs a larger max_depth)")
+                f"nesting deeper than max_depth={self.max_depth} while serializing: a cycle "
+                "needs Fory(ref=True); for deeper data raise the limit with "
+                f"Fory(max_depth=N), N up to {MAX_DEPTH_CAP} (pyfory.dumps allows "
+                "1000, as pickle does)")
         return 0
 
     # -- the dispatch --
@@ -582,6 +586,10 @@ cdef class WriteContext(Buffer):
         self.put_u8(T_BUFFER)
         if is_pickle_buffer:
             view = memoryview(obj)
+            if not view.contiguous:
+                raise SerializationError(
+                    "a PickleBuffer that points to a non-contiguous buffer cannot be "
+                    "serialized (as with pickle): pass a contiguous copy")
             self.put_u8(B_PICKLEBUFFER)
             self.put_u8(1 if view.readonly else 0)
             return self.write_buffer_body(view, True)
@@ -656,10 +664,10 @@ cdef class WriteContext(Buffer):
         if info.kind == D_INTERNAL or info.kind == D_USER_ID:
             self.put_varuint64(info.type_id)
         elif info.kind == D_NAME:
-            self.write_str_dedup(info.module)
-            self.write_str_dedup(info.qualname)
+            self.write_name(info.module)
+            self.write_name(info.qualname)
         elif info.kind == D_USER_NAME:
-            self.write_str_dedup(info.name)
+            self.write_name(info.name)
         elif info.kind == D_BY_VALUE:
             self.enter()
             info.by_value.write_skeleton(self, info.cls)
@@ -703,6 +711,24 @@ cdef class WriteContext(Buffer):
             return self.put_varuint64((<uint64_t>idx << 2) | 3)
         ptable_add(&self.strings, <PyObject*>s)
         return self.put_str(s, 1)
+
+    cdef int write_name(self, str s) except -1:
+        """A name (of an attribute, a class, a module, a global): deduplicated by value
+        among names, never merged with an equal string value. Strings are otherwise
+        deduplicated by identity, and which equal strings are one object differs between
+        processes (a receiver's setattr and marshal intern names its payload gave as
+        plain strings): keyed by a private copy, names give the same bytes whichever
+        process writes the same value."""
+        cdef object canon
+        if self.names is None:
+            self.names = {}
+        canon = self.names.get(s)
+        if canon is None:
+            # a new object with the same characters (one-character strings are shared
+            # singletons in every process, so they may stay shared)
+            canon = s if len(s) < 2 else "".join([s[:1], s[1:]])
+            self.names[s] = canon
+        return self.write_str_dedup(<str>canon)
 
     cdef int write_int_value(self, object obj) except -1:
         cdef int overflow = 0
@@ -1040,8 +1066,9 @@ cdef class WriteContext(Buffer):
     write_ref = write_value
 
     def write_str_ref(self, str s):
-        """A string that repeats across the payload (names): written once, then by index."""
-        self.write_str_dedup(s)
+        """A name that repeats across the payload: written once, then by index (names
+        are deduplicated by value, see write_name)."""
+        self.write_name(s)
 
     def write_type(self, cls):
         """A class object, named once per payload."""
@@ -1278,8 +1305,9 @@ cdef class ReadContext(Buffer):
     cdef int raise_depth(self) except -1:
         # (enter, inline in _core.pxd, went past max_depth)
         raise DepthLimitError(
-            f"payload nests deeper than max_depth={self.max_depth} "
-            f"(at offset {self.pos})")
+            f"payload nests deeper than max_depth={self.max_depth} (at offset {self.pos}); "
+            f"for deeper data from a source you trust, raise the limit with "
+            f"Fory(max_depth=N), N up to {MAX_DEPTH_CAP} (pyfory.loads allows 1000)")
 
     cdef object read_any(self):
         # read_any_inline, out of line: for the call sites off the hot loops
@@ -2068,9 +2096,16 @@ cdef class Fory:
             if ctx.oob_count:
                 ctx.data[3] |= F_OOB
             return ctx.finish()
+        except ForyError as e:
+            _on_side(e, False)      # also a pickle.PicklingError
+            raise
         except RecursionError as e:
-            # Python-level serializers nest Python frames; past the interpreter's limit
-            raise DepthLimitError(f"value nests too deeply to serialize: {e}") from e
+            # Python-level serializers nest Python frames, and so does an object whose
+            # attribute lookup recurses without end; past the interpreter's limit
+            raise _on_side(DepthLimitError(
+                f"serializing needs deeper recursion than the interpreter allows ({e}): the "
+                "value nests too deeply, or looking up an attribute of an object in it "
+                "recurses without end"), False) from e
         finally:
             ctx.end()
 
@@ -2105,10 +2140,11 @@ cdef class Fory:
                 raise MalformedDataError(
                     f"{ctx.size - ctx.pos} unexpected byte(s) after the value at offset {ctx.pos}")
             return obj
-        except ForyError:
+        except ForyError as e:
+            _on_side(e, True)       # also a pickle.UnpicklingError
             raise
         except RecursionError as e:
-            raise DepthLimitError(f"payload nests too deeply: {e}") from e
+            raise _on_side(DepthLimitError(f"payload nests too deeply: {e}"), True) from e
         except Exception as e:
             # whatever a constructor, __setstate__ or reduce callable raised (the
             # original stays visible as __cause__)

@@ -183,7 +183,7 @@ cdef class ObjectSerializer(Serializer):
             if type(name) is not str:
                 raise SerializationError(
                     f"attribute name {name!r} of a {type(obj).__qualname__} is not a str")
-            ctx.write_str_dedup(name)
+            ctx.write_name(name)
         if not self.is_dataclass:
             ctx.put_varuint64(0)
             return 0
@@ -196,7 +196,7 @@ cdef class ObjectSerializer(Serializer):
         absent = [name for name in self.field_names if name not in present]
         ctx.put_varuint64(len(absent))
         for name in absent:
-            ctx.write_str_dedup(name)
+            ctx.write_name(name)
         return 0
 
     cpdef write_state(self, WriteContext ctx, obj):

@@ -194,8 +194,8 @@ cdef class ReduceSerializer(Serializer):
         if isinstance(rv, str):
             module, qualname = global_name(obj, rv)
             ctx.put_u8(F_GLOBAL)
-            ctx.write_str_dedup(module)
-            ctx.write_str_dedup(qualname)
+            ctx.write_name(module)
+            ctx.write_name(qualname)
             if ctx.scratch is not None:
                 ctx.scratch.pop(self, None)
             return

@@ -46,6 +46,7 @@ import weakref
 
 from pyfory import _compat
 from pyfory._core import Serializer, TypeInfo
+from pyfory._reduce import lookup_global
 from pyfory.error import DeserializationError, MalformedDataError, SchemaMismatchError
 
 try:
@@ -87,11 +88,21 @@ def module_is_by_value(module_name: str) -> bool:
     return any(".".join(parts[:i]) in _by_value_modules for i in range(1, len(parts)))
 
 
+def is_importable(cls) -> bool:
+    """True when cls is what its module and qualified name name."""
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", None)
+    if not module or not qualname or "<locals>" in qualname or module == "__main__":
+        return False
+    try:
+        return lookup_global(module, qualname) is cls
+    except Exception:
+        return False
+
+
 def travels_by_value(cls) -> bool:
     """True when the receiver could not import cls by its module and qualified name.
     A module that is not imported is dynamic (or gone): it is not imported to find out."""
-    from pyfory.objects import is_importable
-
     module = getattr(cls, "__module__", None)
     if type(module) is not str or module_is_by_value(module) or sys.modules.get(module) is None:
         return True
@@ -374,9 +385,7 @@ class _PendingSerializer(Serializer):
 
     def resolve(self):
         if self.real is None:
-            from pyfory.objects import serializer_for_class
-
-            self.real = serializer_for_class(self.fory, self.cls)
+            self.real = self.fory.resolver.default_serializer(self.cls)
         return self.real
 
     def read(self, ctx):
@@ -456,9 +465,7 @@ def read_class_skeleton(resolver, ctx):
         apply = False
         info = _cached_typeinfo(resolver, cls)
         if info is None or info.by_value is None:
-            from pyfory.objects import serializer_for_class
-
-            info = TypeInfo(cls, serializer_for_class(fory, cls), D_BY_VALUE, module=cls.__module__,
+            info = TypeInfo(cls, resolver.default_serializer(cls), D_BY_VALUE, module=cls.__module__,
                             qualname=cls.__qualname__, by_value=ClassByValue(uid))
             info.by_value.wire_kind = getattr(info, "wire_kind", 0)
     else:

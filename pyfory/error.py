@@ -6,16 +6,18 @@ everything a malformed, hostile or incompatible payload can cause.
 
 from __future__ import annotations
 
+import pickle as _pickle
+
 
 class ForyError(Exception):
     """Base class of every error raised by pyfory."""
 
 
-class FormatError(ForyError, ValueError):
+class FormatError(ForyError, _pickle.UnpicklingError, ValueError):
     """The input is not a pyfory payload, or was written by another format version."""
 
 
-class MalformedDataError(ForyError, ValueError):
+class MalformedDataError(ForyError, _pickle.UnpicklingError, ValueError):
     """The payload is truncated or its bytes do not describe a valid value."""
 
 
@@ -39,11 +41,11 @@ class DepthLimitError(LimitExceededError, RecursionError):
     """Nesting is deeper than ``max_depth`` (or a cycle met with ``ref=False``)."""
 
 
-class SerializationError(ForyError, TypeError):
+class SerializationError(ForyError, _pickle.PicklingError, TypeError):
     """A value cannot be serialized (for example an object that refuses to be pickled)."""
 
 
-class SchemaMismatchError(ForyError):
+class SchemaMismatchError(ForyError, _pickle.UnpicklingError):
     """A class's fields differ between writer and reader with ``compatible=False``."""
 
 
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 
-class DeserializationError(ForyError):
+class DeserializationError(ForyError, _pickle.UnpicklingError):
     """Rebuilding an object failed (a constructor, ``__setstate__`` or reduce callable
     raised while loading); the original exception is the ``__cause__``."""
 
@@ -80,3 +82,46 @@ class ChangedDuringSerializationError(SerializationError, RuntimeError):
 
 
 __all__.append("ChangedDuringSerializationError")
+
+
+# ---- pickle's error classes ----------------------------------------------------------
+# Code written for pickle catches pickle.PicklingError around dumps and
+# pickle.UnpicklingError around loads. The classes above that only one side raises
+# derive from the matching one. The others (strict refusals, policies, limits,
+# out-of-band buffers) can happen on either side: each has two subclasses of the same
+# name, one also a PicklingError and one also an UnpicklingError, and dumps / loads
+# give the error they raise the class of their side (`on_side`). `except
+# DepthLimitError` and `except pickle.UnpicklingError` both catch what loads raises.
+_SIDED = (TypeNotRegisteredError, PolicyViolationError, LimitExceededError, DepthLimitError,
+          OutOfBandBufferError)
+_DUMPS_SIDE: dict = {}
+_LOADS_SIDE: dict = {}
+
+
+def _sided_subclass(cls, pickle_error):
+    sub = type(cls.__name__, (cls, pickle_error),
+               {"__doc__": cls.__doc__, "__module__": __name__, "_fory_unsided": cls})
+    sub.__qualname__ = cls.__qualname__
+    return sub
+
+
+def _sided_classes() -> None:
+    # most derived first, so that a subclass of a sided class finds its own pair
+    for cls in _SIDED:
+        _DUMPS_SIDE[cls] = _sided_subclass(cls, _pickle.PicklingError)
+        _LOADS_SIDE[cls] = _sided_subclass(cls, _pickle.UnpicklingError)
+
+
+_sided_classes()
+
+
+def on_side(error: ForyError, loads: bool) -> ForyError:
+    """`error`, now also an UnpicklingError (loads) or a PicklingError (dumps): its class
+    becomes the sided subclass of the same name (the exception object, its traceback and
+    its cause stay as they are). Classes without a sided pair are left alone."""
+    table = _LOADS_SIDE if loads else _DUMPS_SIDE
+    cls = type(error)
+    sided = table.get(cls.__dict__.get("_fory_unsided", cls))
+    if sided is not None:
+        error.__class__ = sided
+    return error

@@ -167,8 +167,8 @@ class PropertySerializer(_CodeCarrier):
         fset = ctx.read_value()
         fdel = ctx.read_value()
         if ctx.read_uint8():
-            return property(fget, fset, fdel, ctx.read_value())
-        return property(fget, fset, fdel)
+            return self.cls(fget, fset, fdel, ctx.read_value())
+        return self.cls(fget, fset, fdel)
 
 
 class CachedPropertySerializer(_CodeCarrier):

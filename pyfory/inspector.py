@@ -88,11 +88,17 @@ INTERNAL_TYPE_NAMES = [
     "builtins.staticmethod", "builtins.property", "functools.cached_property", "builtins.mappingproxy",
     "typing.TypeVar", "dataclasses._MISSING_TYPE", "dataclasses._HAS_DEFAULT_FACTORY_CLASS",
     "dataclasses._FIELD_BASE", "dataclasses._KW_ONLY_TYPE",
+    "builtins.dict_keys", "builtins.dict_values", "builtins.dict_items", "builtins.odict_keys",
+    "builtins.odict_values", "builtins.odict_items", "_weakrefset.WeakSet",
+    "weakref.WeakKeyDictionary", "weakref.WeakValueDictionary", "_io.TextIOWrapper",
+    "_io.BufferedReader", "_io.BufferedRandom", "_io.FileIO", "builtins.getset_descriptor",
+    "builtins.member_descriptor", "abc.abstractclassmethod", "abc.abstractstaticmethod",
+    "abc.abstractproperty",
 ]
 # ids whose class has no instance serializer (the class travels, never an instance)
 CLASS_ONLY_IDS = frozenset(range(14))
 # ids that Fory(strict=True) refuses to read
-STRICT_REFUSED_IDS = frozenset(range(40, 50)) | frozenset(range(51, 59)) | {60}
+STRICT_REFUSED_IDS = frozenset(range(40, 50)) | frozenset(range(51, 59)) | {60} | frozenset(range(65, 83))
 OPTIONAL_ID_BASE = 256
 _SCALAR_CHARS = "?bBhHiIlLqQefdgFDGSUVMm"
 _DTYPE_CHARS = _SCALAR_CHARS + "O"
@@ -1045,9 +1051,13 @@ class _Decoder:
             self.finish(node, entry, discard, False, False, pattern, None)
         elif tid == 40:
             def module(n, e):
+                by_value = self.raw_u8(n, "by value")
                 name = self.name(n, "module")
-                self.need("imports", name)
-            self.finish(node, entry, discard, False, False, module, None)
+                if not by_value:
+                    self.need("imports", name)
+                return by_value
+            self.finish(node, entry, discard, True, True, module,
+                        lambda n, e, p: v(n, "attributes") if p else None)
         elif 41 <= tid <= 49:
             self.finish(node, entry, discard, True, False, self.reduce_construction, self.reduce_state)
         elif tid == 50:
@@ -1068,14 +1078,8 @@ class _Decoder:
         elif tid in (55, 56, 59):
             label = "dict" if tid == 59 else "__func__"
             self.finish(node, entry, discard, False, False, lambda n, e: v(n, label) and None, None)
-        elif tid == 57:
-            def prop(n, e):
-                v(n, "fget")
-                v(n, "fset")
-                v(n, "fdel")
-                if self.raw_u8(n, "has doc"):
-                    v(n, "doc")
-            self.finish(node, entry, discard, False, False, prop, None)
+        elif tid in (57, 82):       # property, abc.abstractproperty
+            self.finish(node, entry, discard, False, False, self.property_parts, None)
         elif tid == 58:
             self.finish(node, entry, discard, False, False,
                         lambda n, e: [v(n, "func"), v(n, "attrname"), v(n, "doc")] and None, None)
@@ -1083,6 +1087,25 @@ class _Decoder:
             self.finish(node, entry, discard, False, False, self.typevar, None)
         elif 61 <= tid <= 64:
             self.finish(node, entry, discard, False, False, lambda n, e: self.name(n, "sentinel") and None, None)
+        elif 65 <= tid <= 70:
+            self.finish(node, entry, discard, False, False, lambda n, e: v(n, "items") and None, None)
+        elif 71 <= tid <= 73:
+            self.finish(node, entry, discard, True, False, None, lambda n, e, p: v(n, "items") and None)
+        elif 74 <= tid <= 77:
+            def file_(n, e):
+                if self.raw_u8(n, "kind (0 standard stream, 1 text, 2 binary)") == 0:
+                    self.name(n, "stream")
+                else:
+                    v(n, "content")
+                    self.scalar(n, "position", "varuint", self.varuint, "a file position")
+            self.finish(node, entry, discard, False, False, file_, None)
+        elif tid in (78, 79):
+            def descriptor(n, e):
+                self.type_value(n, "owner")
+                self.name(n, "name")
+            self.finish(node, entry, discard, False, False, descriptor, None)
+        elif tid in (80, 81):
+            self.finish(node, entry, discard, False, False, lambda n, e: v(n, "__func__") and None, None)
         elif tid == OPTIONAL_ID_BASE:
             self.finish(node, entry, discard, True, True, self.ndarray_construction, self.ndarray_state)
         elif tid == OPTIONAL_ID_BASE + 1 or tid >= OPTIONAL_ID_BASE + 2 + len(_SCALAR_CHARS):
@@ -1092,6 +1115,13 @@ class _Decoder:
             self.finish(node, entry, discard, False, False, lambda n, e: self.numpy_scalar(n, char), None)
         else:  # pragma: no cover - every known id is handled above
             self.opaque(node, f"internal type id {tid} has no decoder in this inspector")
+
+    def property_parts(self, n: Node, e) -> None:
+        self.value(n, "fget")
+        self.value(n, "fset")
+        self.value(n, "fdel")
+        if self.raw_u8(n, "has doc"):
+            self.value(n, "doc")
 
     def date_part(self, n: Node) -> None:
         days = self.scalar(n, "days since 1970-01-01", "varint", self.varint, "a date")

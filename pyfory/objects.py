@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import array
+import builtins
 import collections
 import copyreg
 import enum
@@ -24,6 +25,7 @@ import struct
 import sys
 import types
 
+from pyfory import classes
 from pyfory._core import Serializer, TypeInfo
 from pyfory._objects import NamedTupleSerializer, ObjectSerializer
 from pyfory._reduce import ReduceSerializer, lookup_global
@@ -72,6 +74,8 @@ def _plain_layout(cls) -> bool:
         return False
     if cls.__reduce_ex__ is not object.__reduce_ex__ or cls.__reduce__ is not object.__reduce__:
         return False
+    if cls.__getattribute__ is not object.__getattribute__:
+        return False        # pickle looks __reduce_ex__ up through it: the reduce path does too
     if getattr(cls, "__getstate__", None) is not _object_getstate:
         return False
     for name in ("__setstate__", "__getnewargs__", "__getnewargs_ex__", "__getinitargs__"):
@@ -114,25 +118,12 @@ def serializer_for_class(fory, cls) -> Serializer:
 
 
 # ---- naming classes ----------------------------------------------------------------------
-def is_importable(cls) -> bool:
-    module = getattr(cls, "__module__", None)
-    qualname = getattr(cls, "__qualname__", None)
-    if not module or not qualname or "<locals>" in qualname or module == "__main__":
-        return False
-    try:
-        return lookup_global(module, qualname) is cls
-    except Exception:
-        return False
-
-
 def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
     """Non-strict mode: how to name cls (by reference or by value) and its serializer."""
     ser = serializer_for_class(resolver.fory, cls)
-    from pyfory import classes
-
     if classes.travels_by_value(cls):
         return classes.by_value_typeinfo(resolver, cls, ser)
-    if not is_importable(cls):
+    if not classes.is_importable(cls):
         raise SerializationError(f"cannot serialize class {cls.__module__}.{cls.__qualname__}: "
                                  "it cannot be imported by name")
     return TypeInfo(cls, ser, D_NAME, module=cls.__module__, qualname=cls.__qualname__)
@@ -395,23 +386,75 @@ class PatternSerializer(Serializer):
         return re.compile(pattern, flags)
 
 
+MODULE_BY_NAME = 0
+MODULE_BY_VALUE = 1
+_MODULES_KEY = "pyfory.modules"        # ctx.scratch: ids of the modules read by value
+
+
+def module_by_value(module) -> bool:
+    """A module the receiver cannot import: built at run time (types.ModuleType(...),
+    not the module sys.modules has under its name), or registered with
+    register_pickle_by_value (the package or a parent of it)."""
+    name = module.__name__
+    return sys.modules.get(name) is not module or classes.module_is_by_value(name)
+
+
 class ModuleSerializer(Serializer):
-    """A module by name; it is imported on the reading side (strict=False only)."""
+    """A module (strict=False only): u8 0 + str-ref name, imported on the reading side;
+    or, for a module the receiver cannot import, u8 1 + str-ref name / state: value dict
+    of its attributes without __builtins__ (the reader's own builtins are put back). A
+    module read by value is not put in sys.modules, so it travels by value again from
+    the receiving process (to a grandchild)."""
+
+    def __init__(self, fory, cls):
+        super().__init__(fory, cls)
+        self.has_state = True
+        self.track_identity = True
 
     def write(self, ctx, obj):
         if self.fory.strict:
             raise TypeNotRegisteredError(
                 f"strict mode refuses modules ({obj.__name__}); use Fory(strict=False)")
+        ctx.write_uint8(MODULE_BY_VALUE if module_by_value(obj) else MODULE_BY_NAME)
         ctx.write_str_ref(obj.__name__)
 
+    def write_state(self, ctx, obj):
+        if module_by_value(obj):
+            attrs = dict(obj.__dict__)
+            attrs.pop("__builtins__", None)
+            ctx.write_value(attrs)
+
     def read(self, ctx):
-        name = ctx.read_str_ref()
         if self.fory.strict:
-            raise TypeNotRegisteredError(f"strict mode refuses to import module {name!r}")
+            raise TypeNotRegisteredError("strict mode refuses modules")
+        kind = ctx.read_uint8()
+        name = ctx.read_str_ref()
         policy = ctx.policy
+        if kind == MODULE_BY_VALUE:
+            if policy is not None:
+                policy.validate_module(name, True)
+            module = types.ModuleType(name)
+            if ctx.scratch is None:
+                ctx.scratch = {}
+            ctx.scratch.setdefault(_MODULES_KEY, set()).add(id(module))
+            return module
+        if kind != MODULE_BY_NAME:
+            raise MalformedDataError(f"bad module kind {kind}")
         if policy is not None:
             policy.validate_module(name, False)
         return importlib.import_module(name)
+
+    def read_state(self, ctx, module):
+        scratch = ctx.scratch
+        by_value = scratch.get(_MODULES_KEY) if scratch is not None else None
+        if not by_value or id(module) not in by_value:
+            return
+        by_value.discard(id(module))
+        attrs = ctx.read_value()
+        if type(attrs) is not dict or not all(type(k) is str for k in attrs):
+            raise MalformedDataError(f"bad attributes of module {module.__name__}")
+        module.__dict__.update(attrs)
+        module.__dict__["__builtins__"] = builtins.__dict__
 
 
 def stdlib_types() -> list:

@@ -84,9 +84,9 @@ def _strict_refused_types() -> set:
     import types
     import typing
 
-    from pyfory import _compat
+    from pyfory import _compat, runtime
 
-    return {
+    return runtime.strict_refused() | {
         types.ModuleType, types.BuiltinFunctionType, type(list.append),
         type(object.__init__), type([].__len__), type(dict.__dict__["fromkeys"]),
         functools.partial, operator.itemgetter, operator.attrgetter, operator.methodcaller,
@@ -98,8 +98,9 @@ def _strict_refused_types() -> set:
 def _more_internal_types() -> list:
     from pyfory.functions import function_types
     from pyfory.objects import stdlib_types
+    from pyfory.runtime import runtime_types
 
-    return stdlib_types() + function_types()
+    return stdlib_types() + function_types() + runtime_types()
 
 
 def _register_hint(cls) -> str:

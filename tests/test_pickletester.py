@@ -3,7 +3,7 @@
 ``test.pickletester.AbstractPickleTests`` (standard library ``test`` package) is the
 reference for pickle's semantics: the reduce protocol, ``__getstate__``/``__setstate__``,
 ``__getnewargs__``, subclasses of builtins, recursive structures, classes by reference.
-Its ``dumps``/``loads`` hooks call ``Fory(ref=True, strict=False)`` here.
+Its ``dumps``/``loads`` hooks are ``pyfory.dumps``/``pyfory.loads``, the drop-ins for pickle's.
 
 Tests about what only pickle has (opcodes, framing, protocol numbers, the extension
 registry, Python 2 compatibility, the Pickler/Unpickler objects) are skipped, each with
@@ -12,12 +12,12 @@ only differ by protocol *before* 5 in what they expect run with ``protocols = [5
 (``PROTOCOL_5_ONLY``). Where a skipped test also checks a round trip, that round trip is
 checked by a ``test_pyfory_*`` counterpart below.
 
-Errors: pickle reports bad input with ``pickle.UnpicklingError``; pyfory raises its own
-``pyfory.error.ForyError`` subclasses. ``loads`` below re-raises a ``ForyError`` as an
-``UnpicklingError`` (the original as ``__cause__``), which is what those tests check.
-pickle lets an exception raised by a constructor, ``__setstate__`` or another callable
-of the payload propagate as is; pyfory wraps it in ``DeserializationError`` with the
-original as ``__cause__``, so ``loads`` below re-raises that original.
+Errors are pyfory's own, with nothing converted here: what ``loads`` raises for bad input
+is also a ``pickle.UnpicklingError`` and what ``dumps`` raises is also a
+``pickle.PicklingError`` (``pyfory.error``), which is what those tests check. An exception
+raised by a constructor, ``__setstate__`` or another callable of the payload comes as a
+``DeserializationError`` (an ``UnpicklingError``) with the original as ``__cause__``; no
+test here depends on that difference.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from unittest import mock
 import pytest
 
 import pyfory
-from pyfory.error import DeserializationError, ForyError
 
 try:
     from test import pickletester
@@ -78,10 +77,6 @@ class Subclass(tuple):
         pass
 
 
-class PyforyUnpicklingError(pickle.UnpicklingError):
-    """A pyfory error raised by loads, as pickle's tests expect to see it."""
-
-
 _OPCODES = "checks pickle opcodes in the payload (pyfory has its own wire format)"
 
 SKIPS = {
@@ -115,7 +110,8 @@ SKIPS = {
     # out-of-band buffers: the opcode-free parts are in tests of the buffer issue
     "test_in_band_buffers": _OPCODES + " (SHORT_BINBYTES/BYTEARRAY8/NEXT_BUFFER)",
     "test_oob_buffers": _OPCODES + " (NEXT_BUFFER/READONLY_BUFFER) and needs protocols < 5 to fail",
-    "test_picklebuffer_error": "expects PickleBuffer to be refused by protocols 0-4",
+    "test_picklebuffer_error": "expects PickleBuffer to be refused by protocols 0-4 (pyfory has one "
+                               "protocol); the refusal pickle 5 makes: test_pyfory_picklebuffer_error",
     # pyfory's semantics deliberately differ here
     "test_local_lookup_error": "expects a local function to be unpicklable; pyfory sends it by value "
                                "(cloudpickle semantics)",
@@ -154,17 +150,10 @@ class PyforyPickleTests(AbstractPickleTests, unittest.TestCase):
     """AbstractPickleTests with pyfory as pickle."""
 
     def dumps(self, arg, proto=None, **kwargs):
-        return pyfory.Fory(ref=True, strict=False).dumps(arg, **kwargs)
+        return pyfory.dumps(arg, proto, **kwargs)
 
     def loads(self, buf, **kwds):
-        try:
-            return pyfory.Fory(ref=True, strict=False).loads(buf, **kwds)
-        except DeserializationError as e:
-            if e.__cause__ is None:
-                raise
-            raise e.__cause__ from None
-        except ForyError as e:
-            raise PyforyUnpicklingError(f"{type(e).__name__}: {e}") from e
+        return pyfory.loads(buf, **kwds)
 
     # ---- counterparts of skipped tests: their round-trip parts -----------------------
     def test_pyfory_appends_setitems(self):
@@ -193,6 +182,14 @@ class PyforyPickleTests(AbstractPickleTests, unittest.TestCase):
     def test_pyfory_bad_getattr(self):
         x = pickletester.BadGetattr()
         self.dumps(x)   # __getattr__ loops forever; pyfory must not look attributes up on x
+
+    def test_pyfory_picklebuffer_error(self):
+        # what protocol 5 refuses: a PickleBuffer over a non-contiguous buffer
+        strided = memoryview(bytearray(range(100))).cast("B", (10, 10))[::2]
+        for callback in (None, [].append):
+            with self.assertRaises(pickle.PicklingError):
+                self.dumps(pickle.PickleBuffer(strided), buffer_callback=callback)
+        self.assertEqual(bytes(self.loads(self.dumps(pickle.PickleBuffer(b"foobar")))), b"foobar")
 
     def test_pyfory_py_methods(self):
         for method in (PyMethodsTest.cheese, PyMethodsTest.wine, PyMethodsTest().biscuits,
