@@ -211,6 +211,25 @@ def test_dict_views_are_rebuilt():
         pyfory.Fory().dumps(d.keys())
 
 
+def test_dict_views_and_weak_collections_count_against_the_graph_budget():
+    import weakref
+
+    from pyfory.error import LimitExceededError
+
+    members = [Member() for _ in range(10_000)]
+    views = dict.fromkeys(range(10_000)).keys()
+    # (roomy, tight): the tight budget holds everything but the dict or set made from
+    # the items (10,000 x 48 or 32 bytes)
+    cases = ((views, 600_000, 200_000), ([members, weakref.WeakSet(members)], 2_000_000, 1_500_000))
+    for value, roomy, tight in cases:
+        data = pyfory.dumps(value)
+        pyfory.Fory(ref=True, strict=False, max_graph_memory_bytes=roomy).loads(data)
+        with pytest.raises(LimitExceededError, match="max_graph_memory_bytes"):
+            pyfory.Fory(ref=True, strict=False, max_graph_memory_bytes=tight).loads(data)
+        without = pyfory.dumps(list(value) if value is views else [members, list(members)])
+        pyfory.Fory(ref=True, strict=False, max_graph_memory_bytes=tight).loads(without)
+
+
 # ---- descriptors -----------------------------------------------------------------------
 class WithSlots:
     __slots__ = ("x",)
