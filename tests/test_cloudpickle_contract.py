@@ -81,6 +81,26 @@ def test_loads_errors_are_unpickling_errors():
         fory.dumps(len)
 
 
+SIDED_ERROR_CHILD = """
+import pickle, sys
+err = pickle.loads(sys.stdin.buffer.read())
+from pyfory.error import DepthLimitError
+print(type(err).__name__, isinstance(err, DepthLimitError), isinstance(err, pickle.UnpicklingError),
+      isinstance(err, pickle.PicklingError), err.note)
+"""
+
+
+def test_errors_with_their_side_pickle_to_another_process():
+    # multiprocessing and concurrent.futures send a task's exception with pickle
+    try:
+        pyfory.Fory().loads(pyfory.Fory(max_depth=100).dumps(nested_list(60)))
+    except DepthLimitError as e:
+        err = e
+    err.note = "kept"
+    out = run_python(SIDED_ERROR_CHILD, stdin=pickle.dumps(err))
+    assert out.split() == [b"DepthLimitError", b"True", b"True", b"False", b"kept"]
+
+
 def test_too_few_out_of_band_buffers_is_an_unpickling_error():
     data = pyfory.dumps(pickle.PickleBuffer(b"foobar"), buffer_callback=[].append)
     with pytest.raises(pickle.UnpicklingError) as info:
