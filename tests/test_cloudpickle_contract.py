@@ -580,3 +580,47 @@ def test_a_function_that_uses_a_dynamic_class_chains_with_the_same_bytes():
     digests = {run_python(ECHO_DIGEST_CHILD, stdin=data, env={"PYTHONHASHSEED": seed})
                for seed in SEEDS}
     assert digests == {hashlib.sha256(data).hexdigest().encode() + b"\n"}
+
+
+# ---- the inspector decodes the new ids ---------------------------------------------------
+def test_inspector_decodes_the_new_types(tmp_path):
+    import abc
+    import collections
+    import types
+    import weakref
+
+    from pyfory.inspector import inspect, render_text
+
+    class Holder(abc.ABC):
+        @abc.abstractclassmethod
+        def make(cls):
+            ...
+
+        @abc.abstractstaticmethod
+        def helper():
+            ...
+
+        @abc.abstractproperty
+        def size(self):
+            ...
+
+    mod = types.ModuleType("made_here")
+    mod.x = 1
+    member = Member()
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    with open(path, "rb") as f:
+        data = pyfory.dumps([mod, os, {1: 2}.keys(), {1: 2}.values(), {1: 2}.items(),
+                             collections.OrderedDict(a=1).items(), member,
+                             weakref.WeakSet([member]), weakref.WeakKeyDictionary({member: 1}),
+                             weakref.WeakValueDictionary({1: member}), f, sys.__stdout__,
+                             type.__dict__["__doc__"], WithSlots.__dict__["x"], Holder])
+    report = inspect(data)
+    assert report["status"] == "ok", report.get("error")
+    assert report["payloads"][0]["root"]["end"] == len(data)
+    text = render_text(report)
+    for name in ("builtins.module", "builtins.dict_keys", "builtins.odict_items", "_weakrefset.WeakSet",
+                 "_io.BufferedReader", "_io.TextIOWrapper", "builtins.getset_descriptor",
+                 "builtins.member_descriptor", "abc.abstractclassmethod", "abc.abstractproperty"):
+        assert name in text
+    assert "imports: os" in text and "made_here" not in text.split("imports:")[1].split("\n")[0]
