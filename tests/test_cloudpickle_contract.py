@@ -260,9 +260,8 @@ def test_descriptors_travel_by_reference():
         assert pyfory.loads(pyfory.dumps(desc)) is desc
 
 
-ABSTRACT_CHILD = """
-import abc, sys
-import pyfory
+ABSTRACT_CLASS = """
+import abc
 
 class Base(abc.ABC):
     @abc.abstractclassmethod
@@ -274,7 +273,11 @@ class Base(abc.ABC):
     @abc.abstractproperty
     def size(self):
         "the size"
+"""
 
+ABSTRACT_CHILD = ABSTRACT_CLASS + """
+import sys
+import pyfory
 sys.stdout.buffer.write(pyfory.dumps(Base))
 """
 
@@ -584,26 +587,14 @@ def test_a_function_that_uses_a_dynamic_class_chains_with_the_same_bytes():
 
 # ---- the inspector decodes the new ids ---------------------------------------------------
 def test_inspector_decodes_the_new_types(tmp_path):
-    import abc
     import collections
     import types
     import weakref
 
     from pyfory.inspector import inspect, render_text
 
-    class Holder(abc.ABC):
-        @abc.abstractclassmethod
-        def make(cls):
-            ...
-
-        @abc.abstractstaticmethod
-        def helper():
-            ...
-
-        @abc.abstractproperty
-        def size(self):
-            ...
-
+    namespace = {"__name__": "__main__"}
+    exec(ABSTRACT_CLASS, namespace)
     mod = types.ModuleType("made_here")
     mod.x = 1
     member = Member()
@@ -614,7 +605,7 @@ def test_inspector_decodes_the_new_types(tmp_path):
                              collections.OrderedDict(a=1).items(), member,
                              weakref.WeakSet([member]), weakref.WeakKeyDictionary({member: 1}),
                              weakref.WeakValueDictionary({1: member}), f, sys.__stdout__,
-                             type.__dict__["__doc__"], WithSlots.__dict__["x"], Holder])
+                             type.__dict__["__doc__"], WithSlots.__dict__["x"], namespace["Base"]])
     report = inspect(data)
     assert report["status"] == "ok", report.get("error")
     assert report["payloads"][0]["root"]["end"] == len(data)
