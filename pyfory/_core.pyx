@@ -1945,6 +1945,15 @@ cdef class ReadContext(Buffer):
         a set element, an enum value), so that its cost counts against max_hash_work."""
         self.check_key(key)
 
+    def count_container(self, Py_ssize_t n, bint mapping):
+        """For serializers: call before making a dict-like (`mapping`) or set-like
+        container of n items that the payload asked for, so that its memory counts
+        against max_graph_memory_bytes as the core's own dicts and sets do."""
+        if mapping:
+            self.add_graph(DICT_BYTES + n * DICT_ITEM_BYTES)
+        else:
+            self.add_graph(SET_BYTES + n * SET_ITEM_BYTES)
+
     def read_type(self):
         """A class object written with WriteContext.write_type."""
         return self.read_class()

@@ -154,6 +154,19 @@ def _forget_code(key, ref):
         _code_infos.pop(key, None)
 
 
+# id(code) -> (weakref, data, filename) of the code objects loaded from payloads: a
+# receiver writes such code back with the bytes it got (marshal's output depends on
+# reference counts and on which strings are interned, so marshalling the loaded code
+# again would not always give the sender's bytes)
+_received_code: dict = {}
+
+
+def _forget_received(key, ref):
+    entry = _received_code.get(key)
+    if entry is not None and entry[0] is ref:
+        _received_code.pop(key, None)
+
+
 def code_info(code) -> _CodeInfo:
     key = id(code)
     info = _code_infos.get(key)
@@ -161,18 +174,11 @@ def code_info(code) -> _CodeInfo:
         return info
     info = _CodeInfo()
     info.ref = weakref.ref(code, lambda ref, key=key: _forget_code(key, ref))
-    filename = code.co_filename
-    if filename and _filenames_are(code, filename):
-        stripped = _with_filename(code, "")
+    received = _received_code.get(key)
+    if received is not None and received[0]() is code:
+        data, filename = received[1], received[2]
     else:
-        filename = ""
-        stripped = code
-    try:
-        raw = marshal.dumps(stripped)
-    except ValueError as e:     # a code object holding unmarshallable constants
-        raise SerializationError(f"cannot serialize code of {code.co_name}: {e}") from e
-    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _compat.CODE_ZDICT)
-    data = packer.compress(raw) + packer.flush() + zlib.crc32(raw).to_bytes(4, "little")
+        data, filename = _marshalled(code)
     info.wire = b"\x00" + _varuint(len(data)) + data        # "new code object", size, bytes
     info.wire_first = _CODE_HEADER + info.wire
     info.filename = filename
@@ -185,6 +191,22 @@ def code_info(code) -> _CodeInfo:
     info.submodules = None
     _code_infos[key] = info
     return info
+
+
+def _marshalled(code):
+    """(compressed marshal data, file name) of code, the file name taken out of the data."""
+    filename = code.co_filename
+    if filename and _filenames_are(code, filename):
+        stripped = _with_filename(code, "")
+    else:
+        filename = ""
+        stripped = code
+    try:
+        raw = marshal.dumps(stripped)
+    except ValueError as e:     # a code object holding unmarshallable constants
+        raise SerializationError(f"cannot serialize code of {code.co_name}: {e}") from e
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _compat.CODE_ZDICT)
+    return packer.compress(raw) + packer.flush() + zlib.crc32(raw).to_bytes(4, "little"), filename
 
 
 def _filenames_are(code, filename) -> bool:
@@ -236,6 +258,9 @@ def load_code(data: bytes, filename: str = ""):
     if len(_code_by_data) >= _CODE_CACHE_MAX:
         _code_by_data.clear()
     _code_by_data[key] = code
+    ident = id(code)
+    _received_code[ident] = (weakref.ref(code, lambda ref, key=ident: _forget_received(key, ref)),
+                             bytes(data), filename)
     return code
 
 

@@ -98,9 +98,23 @@ _DUMPS_SIDE: dict = {}
 _LOADS_SIDE: dict = {}
 
 
+def _rebuild_sided(cls, loads: bool, args: tuple):
+    """Unpickle an error of a sided class: the error of class cls, on its side again."""
+    return on_side(cls(*args), loads)
+
+
+def _reduce_sided(self):
+    # the sided class is not importable by its name (that is cls's name): an instance
+    # pickles as cls, then takes its side again (multiprocessing sends errors with pickle)
+    rv = Exception.__reduce__(self)
+    return (_rebuild_sided, (self._fory_unsided, self._fory_loads_side, rv[1])) + rv[2:]
+
+
 def _sided_subclass(cls, pickle_error):
     sub = type(cls.__name__, (cls, pickle_error),
-               {"__doc__": cls.__doc__, "__module__": __name__, "_fory_unsided": cls})
+               {"__doc__": cls.__doc__, "__module__": __name__, "_fory_unsided": cls,
+                "_fory_loads_side": pickle_error is _pickle.UnpicklingError,
+                "__reduce__": _reduce_sided})
     sub.__qualname__ = cls.__qualname__
     return sub
 

@@ -17,11 +17,21 @@ from pyfory._core import Serializer
 from pyfory.error import MalformedDataError, SerializationError
 
 
-def _items_list(ctx, what: str) -> list:
+def _items_list(ctx, what: str, mapping: bool = True) -> list:
+    """The list of items of a container to make: the budgets count the container and
+    (check_hash_key) the hashing of its keys."""
     items = ctx.read_value()
     if type(items) is not list:
         raise MalformedDataError(f"bad {what} items")
+    ctx.count_container(len(items), mapping)
     return items
+
+
+def _keys(ctx, what: str, mapping: bool = True) -> list:
+    keys = _items_list(ctx, what, mapping)
+    for key in keys:
+        ctx.check_hash_key(key)
+    return keys
 
 
 def _pairs(ctx, what: str) -> list:
@@ -48,10 +58,7 @@ class DictViewSerializer(Serializer):
 
     def read(self, ctx):
         if self.part == "keys":
-            keys = _items_list(ctx, "dict view")
-            for key in keys:
-                ctx.check_hash_key(key)
-            return self.mapping.fromkeys(keys).keys()
+            return self.mapping.fromkeys(_keys(ctx, "dict view")).keys()
         if self.part == "values":
             return self.mapping(enumerate(_items_list(ctx, "dict view"))).values()
         return self.mapping(_pairs(ctx, "dict view")).items()
@@ -88,10 +95,7 @@ class WeakCollectionSerializer(Serializer):
 
     def read_state(self, ctx, obj):
         if isinstance(obj, weakref.WeakSet):
-            members = _items_list(ctx, "WeakSet")
-            for member in members:
-                ctx.check_hash_key(member)
-            obj.update(members)
+            obj.update(_keys(ctx, "WeakSet", mapping=False))
         else:
             obj.update(_pairs(ctx, self.cls.__name__))
 

@@ -81,6 +81,26 @@ def test_loads_errors_are_unpickling_errors():
         fory.dumps(len)
 
 
+SIDED_ERROR_CHILD = """
+import pickle, sys
+err = pickle.loads(sys.stdin.buffer.read())
+from pyfory.error import DepthLimitError
+print(type(err).__name__, isinstance(err, DepthLimitError), isinstance(err, pickle.UnpicklingError),
+      isinstance(err, pickle.PicklingError), err.note)
+"""
+
+
+def test_errors_with_their_side_pickle_to_another_process():
+    # multiprocessing and concurrent.futures send a task's exception with pickle
+    try:
+        pyfory.Fory().loads(pyfory.Fory(max_depth=100).dumps(nested_list(60)))
+    except DepthLimitError as e:
+        err = e
+    err.note = "kept"
+    out = run_python(SIDED_ERROR_CHILD, stdin=pickle.dumps(err))
+    assert out.split() == [b"DepthLimitError", b"True", b"True", b"False", b"kept"]
+
+
 def test_too_few_out_of_band_buffers_is_an_unpickling_error():
     data = pyfory.dumps(pickle.PickleBuffer(b"foobar"), buffer_callback=[].append)
     with pytest.raises(pickle.UnpicklingError) as info:
@@ -211,6 +231,25 @@ def test_dict_views_are_rebuilt():
         pyfory.Fory().dumps(d.keys())
 
 
+def test_dict_views_and_weak_collections_count_against_the_graph_budget():
+    import weakref
+
+    from pyfory.error import LimitExceededError
+
+    members = [Member() for _ in range(10_000)]
+    views = dict.fromkeys(range(10_000)).keys()
+    # (roomy, tight): the tight budget holds everything but the dict or set made from
+    # the items (10,000 x 48 or 32 bytes)
+    cases = ((views, 600_000, 200_000), ([members, weakref.WeakSet(members)], 2_000_000, 1_500_000))
+    for value, roomy, tight in cases:
+        data = pyfory.dumps(value)
+        pyfory.Fory(ref=True, strict=False, max_graph_memory_bytes=roomy).loads(data)
+        with pytest.raises(LimitExceededError, match="max_graph_memory_bytes"):
+            pyfory.Fory(ref=True, strict=False, max_graph_memory_bytes=tight).loads(data)
+        without = pyfory.dumps(list(value) if value is views else [members, list(members)])
+        pyfory.Fory(ref=True, strict=False, max_graph_memory_bytes=tight).loads(without)
+
+
 # ---- descriptors -----------------------------------------------------------------------
 class WithSlots:
     __slots__ = ("x",)
@@ -221,9 +260,8 @@ def test_descriptors_travel_by_reference():
         assert pyfory.loads(pyfory.dumps(desc)) is desc
 
 
-ABSTRACT_CHILD = """
-import abc, sys
-import pyfory
+ABSTRACT_CLASS = """
+import abc
 
 class Base(abc.ABC):
     @abc.abstractclassmethod
@@ -235,7 +273,11 @@ class Base(abc.ABC):
     @abc.abstractproperty
     def size(self):
         "the size"
+"""
 
+ABSTRACT_CHILD = ABSTRACT_CLASS + """
+import sys
+import pyfory
 sys.stdout.buffer.write(pyfory.dumps(Base))
 """
 
@@ -541,3 +583,35 @@ def test_a_function_that_uses_a_dynamic_class_chains_with_the_same_bytes():
     digests = {run_python(ECHO_DIGEST_CHILD, stdin=data, env={"PYTHONHASHSEED": seed})
                for seed in SEEDS}
     assert digests == {hashlib.sha256(data).hexdigest().encode() + b"\n"}
+
+
+# ---- the inspector decodes the new ids ---------------------------------------------------
+def test_inspector_decodes_the_new_types(tmp_path):
+    import collections
+    import types
+    import weakref
+
+    from pyfory.inspector import inspect, render_text
+
+    namespace = {"__name__": "__main__"}
+    exec(ABSTRACT_CLASS, namespace)
+    mod = types.ModuleType("made_here")
+    mod.x = 1
+    member = Member()
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    with open(path, "rb") as f:
+        data = pyfory.dumps([mod, os, {1: 2}.keys(), {1: 2}.values(), {1: 2}.items(),
+                             collections.OrderedDict(a=1).items(), member,
+                             weakref.WeakSet([member]), weakref.WeakKeyDictionary({member: 1}),
+                             weakref.WeakValueDictionary({1: member}), f, sys.__stdout__,
+                             type.__dict__["__doc__"], WithSlots.__dict__["x"], namespace["Base"]])
+    report = inspect(data)
+    assert report["status"] == "ok", report.get("error")
+    assert report["payloads"][0]["root"]["end"] == len(data)
+    text = render_text(report)
+    for name in ("builtins.module", "builtins.dict_keys", "builtins.odict_items", "_weakrefset.WeakSet",
+                 "_io.BufferedReader", "_io.TextIOWrapper", "builtins.getset_descriptor",
+                 "builtins.member_descriptor", "abc.abstractclassmethod", "abc.abstractproperty"):
+        assert name in text
+    assert "imports: os" in text and "made_here" not in text.split("imports:")[1].split("\n")[0]

@@ -16,8 +16,9 @@ Errors are pyfory's own, with nothing converted here: what ``loads`` raises for 
 is also a ``pickle.UnpicklingError`` and what ``dumps`` raises is also a
 ``pickle.PicklingError`` (``pyfory.error``), which is what those tests check. An exception
 raised by a constructor, ``__setstate__`` or another callable of the payload comes as a
-``DeserializationError`` (an ``UnpicklingError``) with the original as ``__cause__``; no
-test here depends on that difference.
+``DeserializationError`` (an ``UnpicklingError``) with the original as ``__cause__``,
+where pickle lets it propagate as is: ``loads`` below re-raises that original (3.13's
+``test_pickle_setstate_None`` checks it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from unittest import mock
 import pytest
 
 import pyfory
+from pyfory.error import DeserializationError
 
 try:
     from test import pickletester
@@ -153,7 +155,14 @@ class PyforyPickleTests(AbstractPickleTests, unittest.TestCase):
         return pyfory.dumps(arg, proto, **kwargs)
 
     def loads(self, buf, **kwds):
-        return pyfory.loads(buf, **kwds)
+        try:
+            return pyfory.loads(buf, **kwds)
+        except DeserializationError as e:
+            # pickle lets what a constructor or __setstate__ raised propagate as is;
+            # pyfory wraps it (the original is the __cause__): the tests check the original
+            if e.__cause__ is None:
+                raise
+            raise e.__cause__ from None
 
     # ---- counterparts of skipped tests: their round-trip parts -----------------------
     def test_pyfory_appends_setitems(self):
