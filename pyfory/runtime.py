@@ -19,7 +19,7 @@ from pyfory.error import MalformedDataError, SerializationError
 
 def _items_list(ctx, what: str, mapping: bool = True) -> list:
     """The list of items of a container to make: the budgets count the container and
-    (check_hash_key) the hashing of its keys."""
+    (a KeyGuard) the hashing and comparing of its keys."""
     items = ctx.read_value()
     if type(items) is not list:
         raise MalformedDataError(f"bad {what} items")
@@ -29,17 +29,19 @@ def _items_list(ctx, what: str, mapping: bool = True) -> list:
 
 def _keys(ctx, what: str, mapping: bool = True) -> list:
     keys = _items_list(ctx, what, mapping)
+    guard = ctx.key_guard()
     for key in keys:
-        ctx.check_hash_key(key)
+        guard.check(key)
     return keys
 
 
 def _pairs(ctx, what: str) -> list:
     pairs = _items_list(ctx, what)
+    guard = ctx.key_guard()
     for pair in pairs:
         if type(pair) is not tuple or len(pair) != 2:
             raise MalformedDataError(f"bad {what} item")
-        ctx.check_hash_key(pair[0])
+        guard.check(pair[0])
     return pairs
 
 

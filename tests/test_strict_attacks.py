@@ -310,7 +310,8 @@ def test_colliding_keys_through_python_serializers_and_reduce_state():
     keys = [k * MERSENNE for k in range(1, 6001)]
     writer = pyfory.Fory(strict=False, max_hash_work=10 ** 9)
     for value in (collections.OrderedDict.fromkeys(keys), collections.Counter(dict.fromkeys(keys, 1)),
-                  collections.defaultdict(int, dict.fromkeys(keys, 1)), DictWithState.fromkeys(keys)):
+                  collections.defaultdict(int, dict.fromkeys(keys, 1)), DictWithState.fromkeys(keys),
+                  dict.fromkeys(keys).keys(), dict.fromkeys(keys, 1).items()):
         data = writer.dumps(value)
         with pytest.raises(LimitExceededError, match="share hash values"):
             pyfory.Fory(strict=False).loads(data)
