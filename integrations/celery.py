@@ -38,7 +38,6 @@ result side from an importable class.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Optional
 
 try:
@@ -60,27 +59,17 @@ CONTENT_TYPE = "application/x-pyfory"
 STRICT_CONTENT_TYPE = "application/x-pyfory-strict"
 CONTENT_ENCODING = "binary"
 
-_local = threading.local()
-
-
-def _fory() -> pyfory.Fory:
-    fory = getattr(_local, "fory", None)
-    if fory is None:
-        fory = _local.fory = pyfory.Fory(ref=True, strict=False, max_depth=1000)
-    return fory
-
-
 _strict = ThreadSafeFory(ref=True, strict=True)
 
 
 def dumps(obj: Any) -> bytes:
     """The ``"pyfory"`` encoder (any object; pickle's trust model)."""
-    return _fory().dumps(obj)
+    return pyfory.dumps(obj)         # the per-thread Fory(ref=True, strict=False)
 
 
 def loads(data) -> Any:
     """The ``"pyfory"`` decoder: only for messages from trusted producers."""
-    return _fory().loads(data)
+    return pyfory.loads(data)
 
 
 def strict_dumps(obj: Any) -> bytes:

@@ -90,14 +90,8 @@ class MissingPreloadError(RuntimeError):
     """A Dask process that should read or write the "pyfory" family does not have it."""
 
 
-_local = threading.local()
-
-
-def _fory() -> pyfory.Fory:
-    fory = getattr(_local, "fory", None)
-    if fory is None:
-        fory = _local.fory = pyfory.Fory(ref=True, strict=False, max_depth=1000)
-    return fory
+# one Fory(ref=True, strict=False) per thread: Dask serializes in several threads
+_fory = pyfory.ThreadSafeFory(ref=True, strict=False, max_depth=1000)
 
 
 # ---- the serialization family ---------------------------------------------------------
@@ -105,7 +99,7 @@ def dumps(x: Any, context: Optional[dict] = None) -> Tuple[Dict[str, Any], List[
     """The family's writer: ``(header, [payload, buffer, ...])``. Raises
     ``NotImplementedError`` when pyfory cannot write ``x``, so Dask tries the next family."""
     try:
-        frames = _fory().dumps_with_buffers(x, OOB_MIN)
+        frames = _fory.dumps_with_buffers(x, OOB_MIN)
     except Exception as e:
         raise NotImplementedError(f"pyfory cannot serialize {type(x).__name__}: {e}") from e
     header = {"writeable": tuple(not mv.readonly for mv in frames[1:])}
@@ -130,7 +124,7 @@ def loads(header: Dict[str, Any], frames: List[Any]) -> Any:
         raise pyfory.error.MalformedDataError(
             f"pyfory family: {len(frames) - 1} buffer frame(s) but {len(flags)} writeable flag(s)")
     buffers = [_as_flagged(f, w) for f, w in zip(frames[1:], flags)]
-    return _fory().loads(frames[0], buffers=buffers)
+    return _fory.loads(frames[0], buffers=buffers)
 
 
 register_serialization_family(FAMILY, dumps, loads)
@@ -212,7 +206,7 @@ def _load_graph(payload, *buffers):
     """Called by a stock ``pickle.loads`` on the scheduler or a worker: the envelope's body."""
     global graphs_loaded
     graphs_loaded += 1
-    return _fory().loads(payload, buffers=[memoryview(b) for b in buffers] if buffers else None)
+    return _fory.loads(payload, buffers=[memoryview(b) for b in buffers] if buffers else None)
 
 
 class _GraphEnvelope:
@@ -229,7 +223,7 @@ class _GraphEnvelope:
 def _graph_dumps(x, *, buffer_callback=None, protocol=None, **kwargs):
     original = _original_dumps
     try:
-        frames = _fory().dumps_with_buffers(x, OOB_MIN)
+        frames = _fory.dumps_with_buffers(x, OOB_MIN)
     except Exception:
         return original(x, buffer_callback=buffer_callback, protocol=protocol, **kwargs)
     envelope = _GraphEnvelope(frames[0], [pickle.PickleBuffer(mv) for mv in frames[1:]])
