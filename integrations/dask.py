@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import pickle
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 try:
     import distributed
@@ -95,7 +95,7 @@ _fory = pyfory.ThreadSafeFory(ref=True, strict=False, max_depth=1000)
 
 
 # ---- the serialization family ---------------------------------------------------------
-def dumps(x: Any, context: Optional[dict] = None) -> Tuple[Dict[str, Any], List[Any]]:
+def dumps(x: Any) -> Tuple[Dict[str, Any], List[Any]]:
     """The family's writer: ``(header, [payload, buffer, ...])``. Raises
     ``NotImplementedError`` when pyfory cannot write ``x``, so Dask tries the next family."""
     try:

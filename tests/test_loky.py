@@ -115,6 +115,20 @@ def test_pickler_honours_dispatch_table():
     assert fory_loky.loads(fory_loky.dumps(_Token(1))).v == 1
 
 
+def test_spawn_data_stays_on_the_stock_pickler():
+    from multiprocessing.context import set_spawning_popen
+
+    prep = {"sys_path": list(sys.path), "name": "worker"}
+    set_spawning_popen(object())          # what loky sets while it writes a new worker's data
+    try:
+        data = fory_loky.dumps(prep)
+    finally:
+        set_spawning_popen(None)
+    assert MODULE.encode() not in data    # no envelope: the child reads it before sys.path
+    assert fory_loky.loads(data) == prep
+    assert MODULE.encode() in fory_loky.dumps(prep)     # an envelope otherwise
+
+
 def test_import_without_joblib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "joblib", None)
     monkeypatch.setitem(sys.modules, "loky", None)
