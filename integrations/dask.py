@@ -1,6 +1,7 @@
 """pyfory for Dask distributed: a serialization family, and an opt-in for task graphs.
 
-    # every worker (and the scheduler, for the task-graph opt-in) loads this module:
+    # every worker loads this module (the scheduler relays data unread and needs nothing,
+    # except this package installed for the task-graph opt-in):
     #   dask worker tcp://... --preload pyfory.integrations.dask
     #   LocalCluster(..., preload=["pyfory.integrations.dask"])
     #   or the config key distributed.worker.preload

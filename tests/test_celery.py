@@ -9,17 +9,18 @@ import subprocess
 import sys
 
 import pytest
+from engine_support import copyreg_kept
 
-celery = pytest.importorskip("celery", reason="Celery is not installed (pip install \"pyfory[celery]\")")
+import pyfory
+
 np = pytest.importorskip("numpy")
-
-import kombu  # noqa: E402
-import kombu.serialization  # noqa: E402
-from celery.contrib.testing.worker import start_worker  # noqa: E402
-from kombu.exceptions import ContentDisallowed, DecodeError, EncodeError  # noqa: E402
-from pyfory.integrations import celery as fory_celery  # noqa: E402
-
-import pyfory  # noqa: E402
+with copyreg_kept():
+    celery = pytest.importorskip("celery", reason="Celery is not installed (pip install \"pyfory[celery]\")")
+    import kombu
+    import kombu.serialization
+    from celery.contrib.testing.worker import start_worker
+    from kombu.exceptions import ContentDisallowed, DecodeError, EncodeError
+    from pyfory.integrations import celery as fory_celery
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,7 +62,9 @@ def double(arr):
 
 @pytest.fixture(scope="module")
 def worker():
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=20) as w:
+    # the test worker installs tblib's exception reducers in copyreg
+    with copyreg_kept(), start_worker(app, pool="solo", perform_ping_check=False,
+                                      shutdown_timeout=20) as w:
         yield w
 
 

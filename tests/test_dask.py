@@ -10,15 +10,16 @@ import importlib
 import sys
 
 import pytest
+from engine_support import copyreg_kept
 
-distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed "
-                                  "(pip install \"pyfory[dask]\")")
+import pyfory
+
 np = pytest.importorskip("numpy")
-
-from distributed.protocol.serialize import deserialize, serialize  # noqa: E402
-from pyfory.integrations import dask as fory_dask  # noqa: E402
-
-import pyfory  # noqa: E402
+with copyreg_kept():
+    distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed "
+                                      "(pip install \"pyfory[dask]\")")
+    from distributed.protocol.serialize import deserialize, serialize
+    from pyfory.integrations import dask as fory_dask
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,7 +35,8 @@ def _cluster(**kwargs):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with _cluster(n_workers=2, preload=[PRELOAD]) as c:
+    # the in-process scheduler installs tblib's reducers for the exceptions it relays
+    with copyreg_kept(), _cluster(n_workers=2, preload=[PRELOAD]) as c:
         yield c
 
 
@@ -182,7 +184,7 @@ def test_connect_default_lists(cluster):
 
 @pytest.mark.timeout(90)
 def test_missing_preload_is_a_clear_error_not_a_hang():
-    with _cluster(n_workers=1) as bare:
+    with copyreg_kept(), _cluster(n_workers=1) as bare:
         with pytest.raises(fory_dask.MissingPreloadError, match="--preload pyfory.integrations.dask") as e:
             fory_dask.connect(bare)
         [worker] = bare.scheduler_info["workers"]

@@ -10,14 +10,15 @@ import os
 import sys
 
 import pytest
+from engine_support import copyreg_kept
 
-joblib = pytest.importorskip("joblib", reason="joblib is not installed (pip install \"pyfory[joblib]\")")
 np = pytest.importorskip("numpy")
-
-from joblib import Parallel, delayed  # noqa: E402
-from joblib.externals.loky import set_loky_pickler  # noqa: E402
-from joblib.externals.loky.backend import reduction as loky_reduction  # noqa: E402
-from pyfory.integrations import loky as fory_loky  # noqa: E402
+with copyreg_kept():
+    joblib = pytest.importorskip("joblib", reason="joblib is not installed (pip install \"pyfory[joblib]\")")
+    from joblib import Parallel, delayed
+    from joblib.externals.loky import set_loky_pickler
+    from joblib.externals.loky.backend import reduction as loky_reduction
+    from pyfory.integrations import loky as fory_loky
 
 pytestmark = pytest.mark.timeout(120)
 
