@@ -15,8 +15,8 @@ The family ``"pyfory"``
 -----------------------
 Importing this module registers the family ``"pyfory"`` with
 ``distributed.protocol.serialize.register_serialization_family``. Dask serializes the data
-it moves (``scatter``, ``gather``, task results fetched by other workers or the client)
-with the families the comm asks for, in order: ``pyfory`` writes the object with
+a client moves (``scatter``, ``gather``, results) with the client's families, in order
+(transfers between workers use the workers' own lists, Dask's defaults): ``pyfory`` writes the object with
 ``Fory(ref=True, strict=False)`` (lambdas, closures and local classes by value), the payload
 in the first frame and each large binary buffer (numpy arrays, big bytes) as a frame of
 its own, taken from the object's memory without a copy; the header records whether each
