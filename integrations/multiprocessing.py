@@ -206,9 +206,10 @@ def _class_from_name(name: str):
         return type(qualname, (), {"__module__": module})
 
 
-def _new_fory(options: Dict[str, Any]):
-    """A Fory whose resolver sends multiprocessing's own objects to the side list (when
-    writing) and takes them back from it (when reading).
+def _new_fory(options: Dict[str, Any], handoff=is_multiprocessing_type):
+    """A Fory whose resolver sends multiprocessing's own objects (the classes for which
+    ``handoff(cls)`` is true) to the side list (when writing) and takes them back from it
+    (when reading). ``pyfory.integrations.loky`` passes its own ``handoff``.
 
     This wraps two resolver methods of this one instance; a public pyfory hook (a
     ``persistent_id``/``persistent_load`` pair, as pickle has) would replace it."""
@@ -227,7 +228,7 @@ def _new_fory(options: Dict[str, Any]):
         info = resolver._type_cache.get(cls)
         if info is not None:
             return info
-        if is_multiprocessing_type(cls):
+        if handoff(cls):
             return handoff_typeinfo(cls)
         return get_typeinfo(cls)
 
