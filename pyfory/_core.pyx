@@ -23,7 +23,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble, PyComplex_FromDoubles
 from cpython.type cimport PyType_Check
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyObject_CheckBuffer
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyObject_CheckBuffer
 
 from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
 
@@ -1208,6 +1208,16 @@ cdef class KeyGuard:
             self.add(key)
 
 
+cdef bint _is_writable(object obj):
+    cdef Py_buffer view
+    try:
+        PyObject_GetBuffer(obj, &view, PyBUF_WRITABLE)
+    except BufferError:
+        return False
+    PyBuffer_Release(&view)
+    return True
+
+
 cdef class ReadContext(Buffer):
     """State of one `loads`: the input cursor and the tables of objects, strings and
     types met so far, which back-references index into."""
@@ -1410,7 +1420,10 @@ cdef class ReadContext(Buffer):
             # both end up in a garbage cycle.
             if type(buf) is memoryview:
                 base = (<object>buf).obj
-                if base is not None and type(base) is not memoryview and PyObject_CheckBuffer(base):
+                # (a read-only view of a writable object stays the view: the caller lent
+                # it read-only)
+                if (base is not None and type(base) is not memoryview and PyObject_CheckBuffer(base)
+                        and not ((<object>buf).readonly and _is_writable(base))):
                     try:
                         PyObject_GetBuffer(base, &view, PyBUF_SIMPLE)
                     except BufferError:

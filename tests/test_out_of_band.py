@@ -662,3 +662,17 @@ def test_read_buffer_view_truncated_payload_is_a_clear_error():
     payload = fory.dumps(_Blob(b"z" * 1000))
     with pytest.raises(ForyError):
         fory.loads(payload[:-10])
+
+
+def test_a_read_only_view_of_a_writable_buffer_stays_read_only():
+    # the caller lends the buffer read-only: the loaded object must not become writable
+    fory = pyfory.Fory(strict=False)
+    data = bytearray(b"x" * 100_000)
+    buffers = []
+    payload = fory.dumps(pickle.PickleBuffer(data), buffer_callback=buffers.append)
+    lent = fory.loads(payload, buffers=[memoryview(data).toreadonly()])
+    assert memoryview(lent).readonly
+    with pytest.raises(TypeError):
+        memoryview(lent)[0] = 0
+    # a writable view of the whole object still hands back the object itself
+    assert memoryview(fory.loads(payload, buffers=[memoryview(data)])).obj is data
