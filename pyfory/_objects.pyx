@@ -291,7 +291,7 @@ cdef class ObjectSerializer(Serializer):
     cpdef read(self, ReadContext ctx):
         # cls.__new__(cls), through the type slot (what copyreg.__newobj__ ends up doing)
         if ctx.policy is not None:
-            ctx.policy.authorize_instantiation(self.cls, EMPTY, None)
+            ctx.policy.authorize_instantiation(self.cls, args=EMPTY, kwargs=None)
         return call_tp_new(self.cls, EMPTY)
 
     cdef uint8_t action_for(self, name):

@@ -266,7 +266,7 @@ cdef class ReduceSerializer(Serializer):
                 raise PolicyViolationError(
                     f"strict mode refuses to import {module}.{qualname}")
             if policy is not None:
-                policy.validate_module(module, False)
+                policy.validate_module(module, is_local=False)
             return lookup_global(module, qualname)
         kwargs = None
         if form == F_NEWOBJ:
@@ -295,7 +295,7 @@ cdef class ReduceSerializer(Serializer):
         if self.fory.strict:
             self.check_strict_constructor(cls)
         if policy is not None:
-            policy.authorize_instantiation(cls, args, kwargs)
+            policy.authorize_instantiation(cls, args=args, kwargs=kwargs)
         obj = cls.__new__(cls, *args, **kwargs) if kwargs else cls.__new__(cls, *args)
         return inspect_reduced(policy, obj)
 
@@ -364,7 +364,7 @@ cdef object policed_call(policy, func, tuple args, dict kwargs, int level=0):
     if replaced is not None:
         return replaced
     if isinstance(func, type):
-        policy.authorize_instantiation(func, args, kwargs)
+        policy.authorize_instantiation(func, args=args, kwargs=kwargs)
     return func(*args, **kwargs) if kwargs else func(*args)
 
 

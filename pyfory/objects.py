@@ -135,7 +135,7 @@ def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
 def import_class(resolver, module: str, qualname: str):
     policy = resolver.fory.policy
     if policy is not None:
-        policy.validate_module(module, False)
+        policy.validate_module(module, is_local=False)
     try:
         cls = lookup_global(module, qualname)
     except (ImportError, AttributeError) as e:
@@ -143,7 +143,7 @@ def import_class(resolver, module: str, qualname: str):
     if not isinstance(cls, type):
         raise MalformedDataError(f"{module}.{qualname} is not a class")
     if policy is not None:
-        policy.validate_class(cls, False)
+        policy.validate_class(cls, is_local=False)
     return cls
 
 
@@ -363,7 +363,7 @@ class ModuleSerializer(Serializer):
             raise TypeNotRegisteredError(f"strict mode refuses to import module {name!r}")
         policy = ctx.policy
         if policy is not None:
-            policy.validate_module(name, False)
+            policy.validate_module(name, is_local=False)
         return importlib.import_module(name)
 
 
