@@ -26,6 +26,9 @@ from pyfory.threadsafe import ThreadSafeFory
 
 __version__ = "0.1.0"
 
+# pyfory's flag for "the compiled (Cython) serializer is in use": always, here
+ENABLE_FORY_CYTHON_SERIALIZATION = True
+
 __all__ = [
     "Fory",
     "ThreadSafeFory",
@@ -45,6 +48,7 @@ __all__ = [
     "register_pickle_by_value",
     "unregister_pickle_by_value",
     "list_registry_pickle_by_value",
+    "ENABLE_FORY_CYTHON_SERIALIZATION",
 ]
 
 

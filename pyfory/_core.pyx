@@ -28,6 +28,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
 
 import pickle as _pickle
+import types as _types
 from gc import get_referents as _gc_referents
 
 from pyfory import error as _error
@@ -96,6 +97,10 @@ cdef enum:
     B_MEMORYVIEW = 2    # format, ndim, shape..., readonly
     B_PICKLEBUFFER = 3  # readonly
 
+
+# the types whose instances are code (pyfory's "carriers"): see read_type_info
+cdef frozenset _CODE_CARRIERS = frozenset([type, _types.FunctionType, _types.MethodType])
+cdef frozenset _CODE_WRAPPERS = frozenset([staticmethod, classmethod])
 
 # an object left out of the payload by dumps' unsupported_callback (docs/format.md);
 # far from the other tags (in _core.pxd), which grow from the bottom
@@ -1064,6 +1069,7 @@ cdef class WriteContext(Buffer):
         self.write_any(obj)
 
     write_ref = write_value
+    write_no_ref = write_value      # pyfory's name (references follow the Fory's `ref`)
 
     def write_str_ref(self, str s):
         """A string that repeats across the payload (names): written once, then by index."""
@@ -1776,10 +1782,17 @@ cdef class ReadContext(Buffer):
         slot = PyList_GET_SIZE(self.types)
         self.types.append(info)
         if self.policy is not None:
-            # internal ids too: a policy sees every class a payload names, however named
-            if kind == D_INTERNAL:
-                self.policy.validate_module(getattr(info.cls, "__module__", "builtins"), is_local=False)
-            self.policy.validate_class(info.cls, is_local=kind == D_BY_VALUE)
+            # internal ids too: a policy sees every class a payload names, however named;
+            # the code carriers (a function, method, class... is about to be made) go to
+            # authorize_instantiation, as pyfory's guide has it, the others to validate_*
+            if kind == D_INTERNAL and info.cls in _CODE_CARRIERS:
+                self.policy.authorize_instantiation(info.cls, args=(), kwargs=None)
+            elif kind == D_INTERNAL and info.cls in _CODE_WRAPPERS:
+                pass    # the function it wraps reaches validate_function
+            else:
+                if kind == D_INTERNAL:
+                    self.policy.validate_module(getattr(info.cls, "__module__", "builtins"), is_local=False)
+                self.policy.validate_class(info.cls, is_local=kind == D_BY_VALUE)
         if kind == D_BY_VALUE:
             self.enter()
             info.by_value.read_state(self, info.cls)
@@ -1799,6 +1812,8 @@ cdef class ReadContext(Buffer):
     def read_ref(self):
         """Read any value written with WriteContext.write_ref / write_any."""
         return self.read_any()
+
+    read_no_ref = read_ref
 
     def read_str_ref(self):
         return self.read_str_any()

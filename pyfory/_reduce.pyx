@@ -104,6 +104,13 @@ def global_name(obj, name=None):
     if not _names(obj, module, name):
         module2 = pickle.whichmodule(obj, name)
         if not _names(obj, module2, name):
+            # pyfory's guide writes a __reduce__ string as "module.name": taken when that
+            # names obj itself (pickle's reading, a name in obj's module, comes first)
+            parts = name.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                module2, name2 = ".".join(parts[:i]), ".".join(parts[i:])
+                if _names(obj, module2, name2):
+                    return module2, name2
             raise SerializationError(f"cannot serialize {obj!r}: it is not found as {module}.{name}")
         module = module2
     return module, name
