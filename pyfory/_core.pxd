@@ -264,6 +264,12 @@ cdef class Fory:
     cdef public Py_ssize_t max_unbacked_container_items
     cdef public object max_graph_memory_bytes
     cdef public object max_hash_work
+    # received type metadata (attribute layouts, schemas), per loads; None: no limit
+    cdef public object max_type_fields
+    cdef public object max_type_meta_bytes
+    cdef public object max_schema_versions_per_type
+    cdef public object max_average_schema_versions_per_type
+    cdef public bint field_nullable
     cdef WriteContext _wctx
     cdef ReadContext _rctx
 

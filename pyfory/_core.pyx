@@ -102,6 +102,10 @@ cdef enum:
 cdef frozenset _CODE_CARRIERS = frozenset([type, _types.FunctionType, _types.MethodType])
 cdef frozenset _CODE_WRAPPERS = frozenset([staticmethod, classmethod])
 
+# ReadContext.check_type_meta: its key in `scratch` (and the total's key in its counts)
+_TYPE_META_COUNTS = object()
+SCHEMA_TOTAL_FLOOR = 8192
+
 # an object left out of the payload by dumps' unsupported_callback (docs/format.md);
 # far from the other tags (in _core.pxd), which grow from the bottom
 cdef enum:
@@ -1848,6 +1852,39 @@ cdef class ReadContext(Buffer):
             whole = whole.cast("B")
         return whole[start:start + <Py_ssize_t>n].toreadonly(), True
 
+    def check_type_meta(self, owner, Py_ssize_t fields, Py_ssize_t nbytes):
+        """For serializers that read type metadata (a layout or schema of the class that
+        `owner`, the serializer, handles) from the payload: count it against the Fory's max_type_fields,
+        max_type_meta_bytes, max_schema_versions_per_type and
+        max_average_schema_versions_per_type (LimitExceededError past one)."""
+        cdef Fory fory = <Fory>self.fory
+        if fory.max_type_fields is not None and fields > fory.max_type_fields:
+            raise _error.LimitExceededError(
+                f"type metadata with {fields} fields (max_type_fields={fory.max_type_fields})")
+        if fory.max_type_meta_bytes is not None and nbytes > fory.max_type_meta_bytes:
+            raise _error.LimitExceededError(
+                f"type metadata of {nbytes} bytes (max_type_meta_bytes={fory.max_type_meta_bytes})")
+        if self.scratch is None:
+            self.scratch = {}
+        counts = self.scratch.get(_TYPE_META_COUNTS)
+        if counts is None:
+            counts = self.scratch[_TYPE_META_COUNTS] = {}
+        versions = counts.get(owner, 0) + 1
+        counts[owner] = versions
+        if fory.max_schema_versions_per_type is not None and versions > fory.max_schema_versions_per_type:
+            raise _error.LimitExceededError(
+                f"{versions} versions of the metadata of one type in one payload "
+                f"(max_schema_versions_per_type={fory.max_schema_versions_per_type})")
+        if fory.max_average_schema_versions_per_type is not None:
+            total = counts.get(_TYPE_META_COUNTS, 0) + 1
+            counts[_TYPE_META_COUNTS] = total
+            # pyfory's floor: 8192 in all, whatever the number of types
+            if total > max(SCHEMA_TOTAL_FLOOR,
+                           fory.max_average_schema_versions_per_type * (len(counts) - 1)):
+                raise _error.LimitExceededError(
+                    f"{total} type metadata versions for {len(counts) - 1} types in one payload "
+                    f"(max_average_schema_versions_per_type={fory.max_average_schema_versions_per_type})")
+
     def check_hash_key(self, key):
         """For serializers: call before hashing a key read from the payload (a dict key,
         a set element, an enum value), so that its cost counts against max_hash_work."""
@@ -1953,7 +1990,9 @@ cdef class Fory:
 
     def __init__(self, xlang=False, ref=False, strict=True, compatible=None, max_depth=50,
                  policy=None, *, max_graph_memory_bytes=_DEFAULT, max_unbacked_container_items=DEFAULT_MAX_UNBACKED,
-                 max_hash_work=None):
+                 max_hash_work=None, max_type_fields=_DEFAULT, max_type_meta_bytes=_DEFAULT,
+                 max_schema_versions_per_type=_DEFAULT, max_average_schema_versions_per_type=_DEFAULT,
+                 field_nullable=False, meta_compressor=None):
         if xlang:
             raise NotImplementedError(
                 "pyfory implements only Python native mode: use Fory(xlang=False); "
@@ -1973,6 +2012,21 @@ cdef class Fory:
         self.max_unbacked_container_items = _budget(
             "max_unbacked_container_items", max_unbacked_container_items, 0)
         self.max_hash_work = _budget("max_hash_work", max_hash_work, 0)
+        # pyfory's limits on received type metadata, with its defaults when strict (like
+        # the graph memory budget, none with strict=False: pickle's trust model)
+        for name, value, default in (
+                ("max_type_fields", max_type_fields, 512),
+                ("max_type_meta_bytes", max_type_meta_bytes, 4096),
+                ("max_schema_versions_per_type", max_schema_versions_per_type, 10),
+                ("max_average_schema_versions_per_type", max_average_schema_versions_per_type, 3)):
+            if value is _DEFAULT:
+                value = default if self.strict else None
+            setattr(self, name, _budget(name, value, 1))
+        self.field_nullable = bool(field_nullable)
+        if meta_compressor is not None:
+            raise NotImplementedError(
+                "meta_compressor is not implemented: type metadata is written once per payload, "
+                "with repeated names as string-table references")
         self.oob_threshold = OOB_THRESHOLD
         self._type_cache = {}
         from pyfory.resolver import TypeResolver

@@ -377,7 +377,9 @@ cdef class ObjectSerializer(Serializer):
                 raise MalformedDataError(f"unknown layout #{code - 2} at offset {ctx.pos}")
             lay = <_ReadLayout>PyList_GET_ITEM(st.layouts, code - 2)
         elif code == 1:
+            start = ctx.pos
             lay = self.read_layout(ctx)
+            ctx.check_type_meta(self, PyTuple_GET_SIZE(lay.names), ctx.pos - start)
             st.layouts.append(lay)
         else:
             if not self.is_dataclass:

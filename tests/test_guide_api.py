@@ -609,3 +609,83 @@ def test_reduce_string_is_a_name_in_the_module_or_a_dotted_module_name():
     assert fory.loads(fory.dumps(SINGLETON)) is SINGLETON
     assert __name__ in sys.modules
     assert fory.loads(fory.dumps(DOTTED)) is DOTTED
+
+
+# ---- options on Fory(...) ------------------------------------------------------------
+class Bag:
+    """A plain class: each attribute set is one layout (type metadata) on the wire."""
+
+
+def bag(**attrs):
+    b = Bag()
+    b.__dict__.update(attrs)
+    return b
+
+
+def bags_with_distinct_layouts(n):
+    return [bag(**{f"a{i}": i}) for i in range(n)]
+
+
+def test_type_metadata_limits_have_the_guide_defaults_when_strict():
+    strict, trusting = Fory(xlang=False), Fory(xlang=False, strict=False)
+    assert (strict.max_type_fields, strict.max_type_meta_bytes, strict.max_schema_versions_per_type,
+            strict.max_average_schema_versions_per_type) == (512, 4096, 10, 3)
+    assert (trusting.max_type_fields, trusting.max_type_meta_bytes,
+            trusting.max_schema_versions_per_type, trusting.max_average_schema_versions_per_type) == (
+        None, None, None, None)
+    assert strict.field_nullable is False and Fory(field_nullable=True).field_nullable is True
+    Fory(xlang=False, meta_compressor=None)
+    with pytest.raises(NotImplementedError):
+        Fory(xlang=False, meta_compressor=object())
+
+
+@pytest.mark.parametrize("option", ["max_type_fields", "max_type_meta_bytes",
+                                    "max_schema_versions_per_type",
+                                    "max_average_schema_versions_per_type"])
+def test_type_metadata_limits_reject_non_positive_values(option):
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            Fory(xlang=False, **{option: bad})
+    assert getattr(Fory(xlang=False, **{option: None}), option) is None
+
+
+def test_max_type_fields():
+    wide = bag(**{f"f{i}": i for i in range(513)})
+    fory = Fory(xlang=False)
+    fory.register(Bag)
+    with pytest.raises(pyfory.error.LimitExceededError, match="max_type_fields"):
+        fory.loads(fory.dumps(wide))
+    roomy = Fory(xlang=False, max_type_fields=513)
+    roomy.register(Bag)
+    assert len(roomy.loads(roomy.dumps(wide)).__dict__) == 513
+    assert len(fory.loads(fory.dumps(bag(**{f"f{i}": i for i in range(512)}))).__dict__) == 512
+
+
+def test_max_type_meta_bytes():
+    long_names = bag(**{"n" * 300 + str(i): i for i in range(14)})      # ~4.2 KB of names
+    fory = Fory(xlang=False)
+    fory.register(Bag)
+    with pytest.raises(pyfory.error.LimitExceededError, match="max_type_meta_bytes"):
+        fory.loads(fory.dumps(long_names))
+    roomy = Fory(xlang=False, max_type_meta_bytes=8192)
+    roomy.register(Bag)
+    assert len(roomy.loads(roomy.dumps(long_names)).__dict__) == 14
+
+
+def test_max_schema_versions_per_type():
+    fory = Fory(xlang=False)
+    fory.register(Bag)
+    assert len(fory.loads(fory.dumps(bags_with_distinct_layouts(10)))) == 10
+    with pytest.raises(pyfory.error.LimitExceededError, match="max_schema_versions_per_type"):
+        fory.loads(fory.dumps(bags_with_distinct_layouts(11)))
+    assert fory.loads(fory.dumps([bag(a=1)] * 50))[0].a == 1     # one layout, many objects
+
+
+def test_max_average_schema_versions_per_type_has_a_floor_of_8192():
+    fory = Fory(xlang=False, max_schema_versions_per_type=None, max_average_schema_versions_per_type=1,
+                max_graph_memory_bytes=None)
+    fory.register(Bag)
+    data = fory.dumps(bags_with_distinct_layouts(8192))
+    assert len(fory.loads(data)) == 8192
+    with pytest.raises(pyfory.error.LimitExceededError, match="max_average_schema_versions_per_type"):
+        fory.loads(fory.dumps(bags_with_distinct_layouts(8193)))
