@@ -649,27 +649,20 @@ def test_type_metadata_limits_reject_non_positive_values(option):
     assert getattr(Fory(xlang=False, **{option: None}), option) is None
 
 
-def test_max_type_fields():
-    wide = bag(**{f"f{i}": i for i in range(513)})
-    fory = Fory(xlang=False)
+@pytest.mark.parametrize("option,room,too_big,just_fits", [
+    # 513 attributes / ~4.2 KB of attribute names in one layout
+    ("max_type_fields", 513, {f"f{i}": i for i in range(513)}, {f"f{i}": i for i in range(512)}),
+    ("max_type_meta_bytes", 8192, {"n" * 300 + str(i): i for i in range(14)},
+     {"n" * 300 + str(i): i for i in range(12)}),
+])
+def test_max_type_fields_and_meta_bytes(option, room, too_big, just_fits):
+    fory, roomy = Fory(xlang=False), Fory(xlang=False, **{option: room})
     fory.register(Bag)
-    with pytest.raises(pyfory.error.LimitExceededError, match="max_type_fields"):
-        fory.loads(fory.dumps(wide))
-    roomy = Fory(xlang=False, max_type_fields=513)
     roomy.register(Bag)
-    assert len(roomy.loads(roomy.dumps(wide)).__dict__) == 513
-    assert len(fory.loads(fory.dumps(bag(**{f"f{i}": i for i in range(512)}))).__dict__) == 512
-
-
-def test_max_type_meta_bytes():
-    long_names = bag(**{"n" * 300 + str(i): i for i in range(14)})      # ~4.2 KB of names
-    fory = Fory(xlang=False)
-    fory.register(Bag)
-    with pytest.raises(pyfory.error.LimitExceededError, match="max_type_meta_bytes"):
-        fory.loads(fory.dumps(long_names))
-    roomy = Fory(xlang=False, max_type_meta_bytes=8192)
-    roomy.register(Bag)
-    assert len(roomy.loads(roomy.dumps(long_names)).__dict__) == 14
+    with pytest.raises(pyfory.error.LimitExceededError, match=option):
+        fory.loads(fory.dumps(bag(**too_big)))
+    assert roomy.loads(roomy.dumps(bag(**too_big))).__dict__ == too_big
+    assert fory.loads(fory.dumps(bag(**just_fits))).__dict__ == just_fits
 
 
 def test_max_schema_versions_per_type():
