@@ -22,9 +22,14 @@ from pyfory.buffers import BufferObject
 from pyfory.classes import list_registry_pickle_by_value, register_pickle_by_value, unregister_pickle_by_value
 from pyfory.error import ForyError
 from pyfory.policy import DeserializationPolicy
+from pyfory.schema import ANNOTATIONS as _ANNOTATIONS
+from pyfory.schema import Ref, dataclass, field
 from pyfory.threadsafe import ThreadSafeFory
 
 __version__ = "0.1.0"
+
+# pyfory.Int32, pyfory.FixedUInt64, pyfory.Float32Array, ... (pyfory/schema.py)
+globals().update(_ANNOTATIONS)
 
 # pyfory's flag for "the compiled (Cython) serializer is in use": always, here
 ENABLE_FORY_CYTHON_SERIALIZATION = True
@@ -49,6 +54,10 @@ __all__ = [
     "unregister_pickle_by_value",
     "list_registry_pickle_by_value",
     "ENABLE_FORY_CYTHON_SERIALIZATION",
+    "field",
+    "dataclass",
+    "Ref",
+    *_ANNOTATIONS,
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import collections
 import copyreg
+import dataclasses
 import enum
 import functools
 import importlib
@@ -24,6 +25,7 @@ import struct
 import sys
 import types
 
+from pyfory import schema as _schema
 from pyfory._core import Serializer, TypeInfo
 from pyfory._objects import NamedTupleSerializer, ObjectSerializer
 from pyfory._reduce import ReduceSerializer, lookup_global
@@ -102,6 +104,9 @@ def serializer_for_class(fory, cls) -> Serializer:
         return ReduceSerializer(fory, cls)
     if _is_namedtuple(cls):
         return NamedTupleSerializer(fory, cls)
+    if dataclasses.is_dataclass(cls) and _schema.declares_schema(cls):
+        # pyfory.field() / encoding annotations: pyfory/schema.py
+        return _schema.SchemaSerializer(fory, cls)
     if _plain_layout(cls):
         return ObjectSerializer(fory, cls)
     return ReduceSerializer(fory, cls)

@@ -682,3 +682,253 @@ def test_max_average_schema_versions_per_type_has_a_floor_of_8192():
     assert len(fory.loads(data)) == 8192
     with pytest.raises(pyfory.error.LimitExceededError, match="max_average_schema_versions_per_type"):
         fory.loads(fory.dumps(bags_with_distinct_layouts(8193)))
+
+
+# ---- schema metadata: pyfory.field, pyfory.dataclass, encoding annotations -------------------
+from typing import Optional, Set  # noqa: E402  (the schema section's own imports)
+
+
+@dataclass
+class Document:
+    title: str = pyfory.field(id=0, default="")
+    version: pyfory.Int32 = pyfory.field(id=1, default=0)
+    description: Optional[str] = pyfory.field(id=2, nullable=True, default=None)
+    tags: List[str] = pyfory.field(id=3, default_factory=list)
+    metadata: Dict[str, str] = pyfory.field(id=4, default_factory=dict)
+    categories: Set[str] = pyfory.field(id=5, default_factory=set)
+    view_count: pyfory.UInt64 = pyfory.field(id=6, default=0)
+    file_size: pyfory.FixedUInt64 = pyfory.field(id=7, default=0)
+    checksum: pyfory.TaggedUInt64 = pyfory.field(id=8, default=0)
+    parent: Optional["Document"] = pyfory.field(id=9, ref=True, nullable=True, default=None)
+    _cache: dict = pyfory.field(ignore=True, default_factory=dict)
+
+
+def test_guide_document_with_field_ids_and_encodings():
+    fory = Fory(xlang=False, ref=True)
+    fory.register_type(Document, type_id=100)
+    doc = Document(title="My Document", version=1, description="A sample document",
+                   tags=["tag1", "tag2"], metadata={"key": "value"}, categories={"cat1"},
+                   view_count=42, file_size=1024, checksum=123456789)
+    doc._cache["warm"] = True
+    back = fory.deserialize(fory.serialize(doc))
+    assert back == dataclasses.replace(doc, _cache={})      # the ignored field is not written
+    child = Document(title="child", parent=doc)
+    pair = fory.loads(fory.dumps([child, doc]))
+    assert pair[0].parent is pair[1]
+
+
+def test_field_ids_replace_names_in_the_metadata():
+    @dataclass
+    class Named:
+        a_rather_long_field_name: int = 0
+
+    @dataclass
+    class Numbered:
+        a_rather_long_field_name: int = pyfory.field(id=1, default=0)
+
+    fory = Fory(xlang=False)
+    fory.register(Named, type_id=1)
+    fory.register(Numbered, type_id=2)
+    named, numbered = fory.dumps(Named(5)), fory.dumps(Numbered(5))
+    assert b"a_rather_long_field_name" in named and b"a_rather_long_field_name" not in numbered
+    assert fory.loads(numbered) == Numbered(5)
+
+
+def test_renamed_field_with_the_same_id_loads_and_schema_evolves():
+    @dataclass
+    class V1:
+        id: pyfory.Int64 = pyfory.field(id=0, default=0)
+        name: str = pyfory.field(id=1, default="")
+        dropped: str = pyfory.field(id=5, default="")
+
+    @dataclass
+    class V2:
+        id: pyfory.Int64 = pyfory.field(id=0, default=0)
+        full_name: str = pyfory.field(id=1, default="")             # renamed
+        email: Optional[str] = pyfory.field(id=2, nullable=True, default=None)   # added
+
+    writer, reader = Fory(xlang=False), Fory(xlang=False)
+    writer.register_type(V1, type_id=10)
+    reader.register_type(V2, type_id=10)
+    back = reader.loads(writer.dumps([V1(7, "Ann", "x"), V1(8, "Bo")]))
+    assert back == [V2(7, "Ann", None), V2(8, "Bo", None)]
+
+
+def test_a_field_without_default_missing_from_the_payload_is_an_error():
+    @dataclass
+    class Old:
+        a: pyfory.Int32 = 0
+
+    @dataclass
+    class New:
+        a: pyfory.Int32
+        b: pyfory.Int32
+
+    writer, reader = Fory(xlang=False), Fory(xlang=False)
+    writer.register(Old, type_id=1)
+    reader.register(New, type_id=1)
+    with pytest.raises(pyfory.error.SchemaMismatchError):
+        reader.loads(writer.dumps(Old(1)))
+
+
+ENCODED_SIZES = [
+    # annotation, value, bytes the value takes
+    (pyfory.Int8, -5, 1), (pyfory.UInt8, 250, 1), (pyfory.Int16, -300, 2), (pyfory.UInt16, 60000, 2),
+    (pyfory.Int32, 1, 1), (pyfory.Int32, -(1 << 31), 5), (pyfory.Int64, 1, 1), (pyfory.Int64, 1 << 61, 9),
+    (pyfory.UInt32, 127, 1), (pyfory.UInt64, 1 << 63, 10),
+    (pyfory.FixedInt32, 1, 4), (pyfory.FixedInt64, 1, 8), (pyfory.FixedUInt32, 1, 4), (pyfory.FixedUInt64, 1, 8),
+    (pyfory.TaggedInt64, -7, 4), (pyfory.TaggedInt64, 1 << 40, 9),
+    (pyfory.TaggedUInt64, 7, 4), (pyfory.TaggedUInt64, (1 << 64) - 1, 9),
+    (pyfory.Float32, 0.5, 4), (pyfory.Float64, 0.1, 8),
+]
+
+
+def one_field_class(annotation, default):
+    return dataclasses.make_dataclass("One", [("v", annotation, dataclasses.field(default=default))])
+
+
+@pytest.mark.parametrize("annotation,value,size", ENCODED_SIZES,
+                         ids=[f"{i}" for i in range(len(ENCODED_SIZES))])
+def test_each_annotation_encodes_its_value_in_its_size(annotation, value, size):
+    cls = one_field_class(annotation, 0)
+    fory = Fory(xlang=False)
+    fory.register(cls, type_id=1)
+    two, three = fory.dumps([cls(value), cls(value)]), fory.dumps([cls(value)] * 3)
+    assert len(three) - len(two) == size + 1    # per instance: the value and the schema flag
+    assert fory.loads(two) == [cls(value), cls(value)]
+
+
+@pytest.mark.parametrize("annotation,bad", [
+    (pyfory.Int8, 128), (pyfory.UInt8, -1), (pyfory.Int16, 1 << 15), (pyfory.Int32, 1 << 31),
+    (pyfory.UInt32, 1 << 32), (pyfory.FixedInt32, -(1 << 31) - 1), (pyfory.UInt64, -1),
+    (pyfory.TaggedUInt64, 1 << 64), (pyfory.Int32, None), (pyfory.Int32, "1")])
+def test_values_outside_the_declared_range_are_refused(annotation, bad):
+    cls = one_field_class(annotation, 0)
+    fory = Fory(xlang=False)
+    fory.register(cls)
+    with pytest.raises(pyfory.error.SerializationError):
+        fory.dumps(cls(bad))
+    assert fory.loads(fory.dumps(cls(1))) == cls(1)
+
+
+def test_float32_rounds_to_binary32():
+    cls = one_field_class(pyfory.Float32, 0.0)
+    fory = Fory(xlang=False)
+    fory.register(cls)
+    v = fory.loads(fory.dumps(cls(0.1))).v
+    assert v != 0.1 and abs(v - 0.1) < 1e-8
+
+
+def test_nullable_fields_and_field_nullable():
+    cls = dataclasses.make_dataclass("Opt", [
+        ("a", Optional[pyfory.Int32], dataclasses.field(default=None)),
+        ("b", pyfory.Int32, pyfory.field(nullable=True, default=None)),
+        ("c", pyfory.Int32, dataclasses.field(default=0))])
+    fory = Fory(xlang=False)
+    fory.register(cls)
+    assert fory.loads(fory.dumps(cls(None, None, 3))) == cls(None, None, 3)
+    assert fory.loads(fory.dumps(cls(1, 2, 3))) == cls(1, 2, 3)
+    with pytest.raises(pyfory.error.SerializationError):
+        fory.dumps(cls(1, 2, None))
+    lenient = Fory(xlang=False, field_nullable=True)
+    lenient.register(cls)
+    assert lenient.loads(lenient.dumps(cls(1, 2, None))) == cls(1, 2, None)
+
+
+def test_nested_container_annotations_and_arrays():
+    import array as array_module
+
+    @pyfory.dataclass
+    class Counters:
+        values: Dict[pyfory.FixedInt32, List[pyfory.TaggedInt64]] = pyfory.field(default_factory=dict)
+        samples: pyfory.Float32Array = pyfory.field(default_factory=list)
+        raw: pyfory.Int16Array = pyfory.field(default_factory=list)
+        ref_list: pyfory.Ref[List[int]] = pyfory.field(default_factory=list)
+
+    fory = Fory(xlang=False, ref=True)
+    fory.register_type(Counters, type_id=3)
+    shared = [1, 2]
+    value = Counters({1: [2, 1 << 40], -1: []}, [0.5, 1.25], array_module.array("h", [-2, 3]), shared)
+    back = fory.loads(fory.dumps([value, shared]))
+    assert back[0].values == {1: [2, 1 << 40], -1: []} and back[0].samples == [0.5, 1.25]
+    assert back[0].raw == array_module.array("h", [-2, 3]) and back[0].ref_list is back[1]
+    np = pytest.importorskip("numpy")
+    as_numpy = fory.loads(fory.dumps(Counters(samples=np.array([1.5, 2.5], dtype=np.float32))))
+    assert as_numpy.samples.dtype == np.float32 and as_numpy.samples.tolist() == [1.5, 2.5]
+
+
+def test_schema_annotations_as_strings_are_read_without_eval(monkeypatch):
+    module = types.ModuleType("guide_lazy_module")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    ns = module.__dict__
+    exec(
+        "from __future__ import annotations\n"
+        "import dataclasses, pyfory\n"
+        "from typing import List\n"
+        "@dataclasses.dataclass\n"
+        "class Lazy:\n"
+        "    a: pyfory.Int8 = 0\n"
+        "    b: List[pyfory.FixedInt64] = dataclasses.field(default_factory=list)\n"
+        "    c: \"__import__('sys').exit(3)\" = 0\n", ns)
+    from pyfory.schema import SchemaSerializer
+    fory = Fory(xlang=False)
+    ser = SchemaSerializer(fory, ns["Lazy"])
+    assert [(f.name, f.desc) for f in ser.fields] == [("a", "i8"), ("b", "L(fi64)"), ("c", "any")]
+
+
+def test_plain_dataclasses_keep_the_attribute_layout_serializer():
+    from pyfory._objects import ObjectSerializer
+
+    from pyfory.schema import SchemaSerializer
+    fory = Fory(xlang=False)
+    assert type(fory.register(Member).serializer) is ObjectSerializer
+    assert type(fory.register(Document).serializer) is SchemaSerializer
+
+
+def test_pyfory_dataclass_decorator_and_field_checks():
+    @pyfory.dataclass(frozen=True)
+    class Frozen:
+        x: pyfory.Int32 = pyfory.field(id=3, default=1)
+
+    assert dataclasses.is_dataclass(Frozen) and Frozen().x == 1
+    assert dataclasses.fields(Frozen)[0].metadata["id"] == 3
+    fory = Fory(xlang=False)
+    fory.register(Frozen)
+    assert fory.loads(fory.dumps(Frozen(9))) == Frozen(9)
+    with pytest.raises(ValueError):
+        pyfory.field(id=-1)
+    with pytest.raises(ValueError):
+        @dataclass
+        class Twice:
+            a: int = pyfory.field(id=1, default=0)
+            b: int = pyfory.field(id=1, default=0)
+
+        Fory(xlang=False).register(Twice)
+
+
+def test_schema_metadata_counts_against_the_type_metadata_limits():
+    cls = dataclasses.make_dataclass("Wide", [(f"f{i}", pyfory.Int32, pyfory.field(id=i, default=0))
+                                              for i in range(20)])
+    small = Fory(xlang=False, max_type_fields=10)
+    small.register(cls)
+    with pytest.raises(pyfory.error.LimitExceededError):
+        small.loads(small.dumps(cls()))
+
+
+def test_truncated_or_altered_schema_payloads_raise_fory_errors_only():
+    fory = Fory(xlang=False, ref=True)
+    fory.register_type(Document, type_id=100)
+    data = fory.dumps([Document(title="t", version=3, tags=["a"], checksum=1 << 40),
+                       Document(title="u", parent=None)])
+    for cut in range(len(data)):
+        with pytest.raises(pyfory.ForyError):
+            fory.loads(data[:cut])
+    for i in range(4, len(data)):
+        for delta in (1, 0x40, 0x80):
+            altered = bytearray(data)
+            altered[i] = (altered[i] + delta) & 0xFF
+            try:
+                fory.loads(bytes(altered))
+            except pyfory.ForyError:
+                pass
+    assert fory.loads(data)[0].checksum == 1 << 40
