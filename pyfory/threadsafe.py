@@ -44,12 +44,10 @@ class ThreadSafeFory:
         return fory
 
     def _apply(self, method: str, *args, **kwargs) -> None:
+        self._fory()    # this thread's instance: a bad registration fails here, now
         with self._lock:
-            # the first instance validates the call before it is kept for the others
             for fory in self._instances:
                 getattr(fory, method)(*args, **kwargs)
-            if not self._instances:
-                getattr(self._factory(), method)(*args, **kwargs)
             self._registrations.append((method, args, kwargs))
 
     def register_type(self, cls, *, type_id=None, name=None, serializer=None,
