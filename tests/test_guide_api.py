@@ -932,3 +932,51 @@ def test_truncated_or_altered_schema_payloads_raise_fory_errors_only():
             except pyfory.ForyError:
                 pass
     assert fory.loads(data)[0].checksum == 1 << 40
+
+
+class Calculator:
+    def scale(self, x):
+        return 3 * x
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+
+class CalculatorPolicy(DeserializationPolicy):
+    """The guide's method policy, with the one change README's "Coming from pyfory" names:
+    a bound method's function reaches validate_function too, so scale is allowed there."""
+
+    def authorize_instantiation(self, cls, **kwargs):
+        if cls not in (Calculator, types.FunctionType, types.MethodType):
+            raise ValueError(f"Blocked materialization: {cls!r}")
+
+    def validate_function(self, func, is_local, **kwargs):
+        if func in (Calculator.double, Calculator.scale) and not is_local:
+            return
+        raise ValueError(f"Blocked function: {func!r}")
+
+    def validate_method(self, method, is_local, **kwargs):
+        if type(method.__self__) is not Calculator or method.__name__ != "scale":
+            raise ValueError(f"Blocked method: {method!r}")
+
+
+def test_guide_methods_with_the_function_allowed_too():
+    fory = Fory(xlang=False, ref=True, strict=False, policy=CalculatorPolicy())
+    for carrier in (types.FunctionType, types.MethodType, Calculator):
+        fory.register_type(carrier)
+    assert fory.loads(fory.dumps(Calculator().scale))(10) == 30
+    assert fory.loads(fory.dumps(Calculator.double))(10) == 20
+    with pytest.raises(ValueError, match="Blocked"):
+        fory.loads(fory.dumps(TreeNode(1).__init__))
+
+
+def test_guide_numpy_out_of_band():
+    np = pytest.importorskip("numpy")
+    fory = Fory(xlang=False, ref=False, strict=False)
+    arrays = [np.arange(100_000, dtype=np.float64), np.ones((10, 10), dtype=np.int32)]
+    kept = []
+    data = fory.serialize(arrays, buffer_callback=kept.append)
+    assert len(kept) == 2 and len(data) < 1000
+    back = fory.deserialize(data, buffers=[o.getbuffer() for o in kept])
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(arrays, back))
