@@ -73,13 +73,20 @@ _codes_cache: dict = {}
 
 
 def _hook_codes(cls: type) -> frozenset:
-    codes = _codes_cache.get(cls)
+    try:
+        codes = _codes_cache.get(cls)
+    except TypeError:       # a class made unhashable by its metaclass: not cached
+        return _find_hook_codes(cls)
     if codes is None:
-        found = set()
-        for name in _HOOKS:
-            func = getattr(cls, name, None)
-            code = getattr(func, "__code__", None)
-            if code is not None and getattr(DeserializationPolicy, name) is not func:
-                found.add(code)
-        codes = _codes_cache[cls] = frozenset(found)
+        codes = _codes_cache[cls] = _find_hook_codes(cls)
     return codes
+
+
+def _find_hook_codes(cls: type) -> frozenset:
+    found = set()
+    for name in _HOOKS:
+        func = getattr(cls, name, None)
+        code = getattr(func, "__code__", None)
+        if code is not None and getattr(DeserializationPolicy, name) is not func:
+            found.add(code)
+    return frozenset(found)

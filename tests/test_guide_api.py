@@ -980,3 +980,18 @@ def test_guide_numpy_out_of_band():
     assert len(kept) == 2 and len(data) < 1000
     back = fory.deserialize(data, buffers=[o.getbuffer() for o in kept])
     assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(arrays, back))
+
+
+def test_a_duck_typed_policy_exception_also_reaches_the_caller_as_itself():
+    class Refuser:      # not a DeserializationPolicy subclass: only the hooks it uses
+        def validate_module(self, module_name, is_local, **kwargs):
+            pass
+
+        def validate_class(self, cls, is_local, **kwargs):
+            if cls is Counter:
+                raise LookupError("no Counter")
+
+    fory = Fory(xlang=False, strict=False, policy=Refuser())
+    with pytest.raises(LookupError, match="no Counter"):
+        fory.loads(Fory(strict=False).dumps(Counter))
+    assert fory.loads(fory.dumps({"a": 1})) == {"a": 1}
