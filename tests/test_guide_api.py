@@ -995,3 +995,21 @@ def test_a_duck_typed_policy_exception_also_reaches_the_caller_as_itself():
     with pytest.raises(LookupError, match="no Counter"):
         fory.loads(Fory(strict=False).dumps(Counter))
     assert fory.loads(fory.dumps({"a": 1})) == {"a": 1}
+
+
+def test_plain_and_schema_versions_of_a_dataclass_do_not_read_each_other():
+    @dataclass
+    class Plain:
+        a: int = 0
+
+    @dataclass
+    class WithIds:
+        a: int = pyfory.field(id=0, default=0)
+
+    plain, schema = Fory(xlang=False), Fory(xlang=False)
+    plain.register(Plain, type_id=1)
+    schema.register(WithIds, type_id=1)
+    with pytest.raises(pyfory.error.SchemaMismatchError):
+        schema.loads(plain.dumps(Plain(1)))
+    with pytest.raises(pyfory.error.SchemaMismatchError):
+        plain.loads(schema.dumps(WithIds(1)))
