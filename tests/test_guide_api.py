@@ -998,14 +998,8 @@ def test_a_duck_typed_policy_exception_also_reaches_the_caller_as_itself():
 
 
 def test_plain_and_schema_versions_of_a_dataclass_do_not_read_each_other():
-    @dataclass
-    class Plain:
-        a: int = 0
-
-    @dataclass
-    class WithIds:
-        a: int = pyfory.field(id=0, default=0)
-
+    Plain = dataclasses.make_dataclass("Plain", [("a", int, dataclasses.field(default=0))])
+    WithIds = dataclasses.make_dataclass("WithIds", [("a", int, pyfory.field(id=0, default=0))])
     plain, schema = Fory(xlang=False), Fory(xlang=False)
     plain.register(Plain, type_id=1)
     schema.register(WithIds, type_id=1)
