@@ -22,9 +22,17 @@ from pyfory.buffers import BufferObject
 from pyfory.classes import list_registry_pickle_by_value, register_pickle_by_value, unregister_pickle_by_value
 from pyfory.error import ForyError
 from pyfory.policy import DeserializationPolicy
+from pyfory.schema import ANNOTATIONS as _ANNOTATIONS
+from pyfory.schema import Ref, dataclass, field
 from pyfory.threadsafe import ThreadSafeFory
 
 __version__ = "0.1.0"
+
+# pyfory.Int32, pyfory.FixedUInt64, pyfory.Float32Array, ... (pyfory/schema.py)
+globals().update(_ANNOTATIONS)
+
+# pyfory's flag for "the compiled (Cython) serializer is in use": always, here
+ENABLE_FORY_CYTHON_SERIALIZATION = True
 
 __all__ = [
     "Fory",
@@ -45,6 +53,11 @@ __all__ = [
     "register_pickle_by_value",
     "unregister_pickle_by_value",
     "list_registry_pickle_by_value",
+    "ENABLE_FORY_CYTHON_SERIALIZATION",
+    "field",
+    "dataclass",
+    "Ref",
+    *_ANNOTATIONS,
 ]
 
 

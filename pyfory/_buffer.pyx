@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Buffer implementation and its Python-visible API (used by custom serializers)."""
-from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t, int32_t, int16_t, int8_t
+from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t, int32_t, int16_t, int8_t, uint16_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_ANY_CONTIGUOUS,
@@ -81,6 +81,22 @@ cdef Py_ssize_t INITIAL_CAPACITY = 256
 # The next output starts at the last output's size, up to this much; larger ones
 # grow geometrically, and a failed write's buffer is dropped past it.
 cdef Py_ssize_t KEEP_CAPACITY = 1 << 26
+
+
+cdef uint64_t _take_unsigned(Buffer buf, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF:
+    # an n-byte little-endian unsigned int (n <= 8; the host is little-endian, as the
+    # other fixed-width readers here assume)
+    cdef uint64_t v = 0
+    memcpy(&v, buf.take(n), n)
+    return v
+
+
+cdef int _put_unsigned(Buffer buf, object value, Py_ssize_t n) except -1:
+    # value as an n-byte little-endian unsigned int
+    if value < 0 or value >> (8 * n):
+        raise OverflowError(f"{value} does not fit in an unsigned {8 * n}-bit int")
+    cdef uint64_t v = value
+    return buf.put_raw(&v, n)
 
 
 cdef class Buffer:
@@ -416,6 +432,77 @@ cdef class Buffer:
         if (h & 3) == 3 or (h & 4):
             raise MalformedDataError("unexpected string reference in a plain string")
         return self.get_str_body(h)
+
+    # ---- the same under pyfory's names (code written from pyfory's guide) ------
+    write_var_int32 = write_varint32
+    write_var_uint32 = write_varuint32
+    write_var_int64 = write_varint64
+    write_var_uint64 = write_varuint64
+    read_var_int32 = read_varint32
+    read_var_uint32 = read_varuint32
+    read_var_int64 = read_varint64
+    read_var_uint64 = read_varuint64
+    write_float = write_float32
+    write_double = write_float64
+    read_float = read_float32
+    read_double = read_float64
+    write = write_bytes
+
+    @classmethod
+    def allocate(cls, Py_ssize_t size):
+        """A buffer to write into, its first allocation `size` bytes."""
+        cdef Buffer buf = cls()
+        buf.size_hint = size
+        return buf
+
+    def write_uint16(self, v):
+        _put_unsigned(self, v, 2)
+
+    def write_uint32(self, v):
+        _put_unsigned(self, v, 4)
+
+    def write_uint64(self, v):
+        _put_unsigned(self, v, 8)
+
+    def read_uint16(self) -> int:
+        return _take_unsigned(self, 2)
+
+    def read_uint32(self) -> int:
+        return _take_unsigned(self, 4)
+
+    def read_uint64(self) -> int:
+        return _take_unsigned(self, 8)
+
+    def skip(self, Py_ssize_t n):
+        """Move the read position n bytes on."""
+        self.take(n)
+
+    def get_reader_index(self) -> int:
+        return self.pos
+
+    def get_writer_index(self) -> int:
+        return self.pos
+
+    def set_reader_index(self, Py_ssize_t index):
+        """Read from `index` on (0 <= index <= the input's length)."""
+        if self.owns_data or index < 0 or index > self.size:
+            raise ValueError(f"reader index {index} outside the input (0..{self.size})")
+        self.pos = index
+
+    def set_writer_index(self, Py_ssize_t index):
+        """Go back to `index` of what was written (the later bytes are dropped)."""
+        if (not self.owns_data and self.data != NULL) or index < 0 or index > self.pos:
+            raise ValueError(f"writer index {index} outside what was written (0..{self.pos})")
+        self.pos = index
+
+    def to_bytes(self, Py_ssize_t offset=0, length=None) -> bytes:
+        """`length` bytes from `offset` (default: to the end of what was written, or of
+        the input)."""
+        cdef Py_ssize_t end = self.pos if self.owns_data or self.data == NULL else self.size
+        cdef Py_ssize_t n = end - offset if length is None else length
+        if offset < 0 or n < 0 or offset + n > end:
+            raise ValueError(f"bytes {offset}..{offset + n} outside the buffer (0..{end})")
+        return PyBytes_FromStringAndSize(<const char*>self.data + offset, n)
 
 
 cdef char* FORMAT_B = b"B"

@@ -112,12 +112,14 @@ cdef class WriteContext(Buffer):
     cdef list oob_views                  # dumps_with_buffers: the buffers kept out of band
     cdef Py_ssize_t oob_view_min         # ... those of at least this many bytes
     cdef dict overrides                  # serializers registered for builtin types, or None
+    cdef public object unsupported_callback  # dumps(unsupported_callback=): see write_unsupported
 
     cdef int begin(self) except -1
     cdef void end(self) noexcept
     cdef int write_any(self, object obj) except -1
     cdef int write_other(self, object obj, type t) except -1
     cdef int write_object(self, object obj, TypeInfo info) except -1
+    cdef int write_unsupported(self, object obj, object why) except -1
     cdef int write_str_value(self, str s) except -1
     cdef int write_str_dedup(self, str s) except -1
     cdef int write_name(self, str s) except -1
@@ -153,6 +155,7 @@ cdef class ReadContext(Buffer):
     cdef public Py_ssize_t buffer_index
     cdef public object policy
     cdef public dict scratch
+    cdef public object unsupported_objects  # loads(unsupported_objects=): an iterator, or None
     cdef ObjVec stack                 # the value stack (see read_tuple)
     # work budgets of one loads (see Fory: max_unbacked_container_items, ...)
     cdef Py_ssize_t unbacked          # container items read from zero bytes of input
@@ -165,6 +168,7 @@ cdef class ReadContext(Buffer):
     cdef dict hash_memo               # id -> (object, weight) for check_key
     cdef int check_key(self, object key) except -1
     cdef int charge_collisions(self, Py_ssize_t n) except -1
+    cdef object read_unsupported(self)
     cdef Py_ssize_t key_weight(self, object obj, int depth) except -1
     cdef int raise_graph(self) except -1
     cdef int raise_unbacked(self) except -1
@@ -286,7 +290,14 @@ cdef class Fory:
     cdef public Py_ssize_t max_unbacked_container_items
     cdef public object max_graph_memory_bytes
     cdef public object max_hash_work
+    # received type metadata (attribute layouts, schemas), per loads; None: no limit
+    cdef public object max_type_fields
+    cdef public object max_type_meta_bytes
+    cdef public object max_schema_versions_per_type
+    cdef public object max_average_schema_versions_per_type
+    cdef public bint field_nullable
     cdef WriteContext _wctx
     cdef ReadContext _rctx
 
-    cdef object dumps_into(self, obj, buffer_callback, list views, Py_ssize_t min_size)
+    cdef object dumps_into(self, obj, buffer_callback, list views, Py_ssize_t min_size,
+                           unsupported_callback)

@@ -29,9 +29,11 @@ from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
 
 import os as _os
 import pickle as _pickle
+import types as _types
 from gc import get_referents as _gc_referents
 
 from pyfory import error as _error
+from pyfory.policy import hook_exception as _hook_exception
 from pyfory.buffers import BufferObject, OOB_THRESHOLD, as_view as _as_view
 
 cdef object PickleBuffer = _pickle.PickleBuffer
@@ -106,6 +108,19 @@ cdef enum:
     B_MEMORYVIEW = 2    # format, ndim, shape..., readonly
     B_PICKLEBUFFER = 3  # readonly
 
+
+# the types whose instances are code (pyfory's "carriers"): see read_type_info
+cdef frozenset _CODE_CARRIERS = frozenset([type, _types.FunctionType, _types.MethodType])
+cdef frozenset _CODE_WRAPPERS = frozenset([staticmethod, classmethod])
+
+# ReadContext.check_type_meta: its key in `scratch` (and the total's key in its counts)
+_TYPE_META_COUNTS = object()
+SCHEMA_TOTAL_FLOOR = 8192
+
+# an object left out of the payload by dumps' unsupported_callback (docs/format.md);
+# far from the other tags (in _core.pxd), which grow from the bottom
+cdef enum:
+    T_UNSUPPORTED = 0x7E
 
 # type header kinds (after the "new type" bit)
 cdef enum:
@@ -330,8 +345,21 @@ cdef class Serializer:
     """
 
     def __init__(self, fory=None, cls=None):
+        # pyfory's guide writes Serializer(type_resolver, cls): take the resolver's Fory
+        if fory is not None and not isinstance(fory, Fory) and isinstance(getattr(fory, "fory", None), Fory):
+            fory = fory.fory
         self.fory = fory
         self.cls = cls
+
+    @property
+    def type_resolver(self):
+        """The registry of this serializer's Fory (pyfory's name for it)."""
+        return None if self.fory is None else self.fory.resolver
+
+    @property
+    def type_(self):
+        """The class this serializer handles (pyfory's name for `cls`)."""
+        return self.cls
 
     cpdef write(self, WriteContext ctx, obj):
         raise NotImplementedError(f"{type(self).__name__}.write")
@@ -442,6 +470,7 @@ cdef class WriteContext(Buffer):
         ptable_clear(&self.strings)
         self.names = None
         self.buffer_callback = None
+        self.unsupported_callback = None
         self.oob_views = None
         self.scratch = None
         self.in_use = False
@@ -540,13 +569,29 @@ cdef class WriteContext(Buffer):
             if PyType_Check(obj) and (t is type or self.ref_strict or t not in _copyreg_dispatch):
                 # a class (pickle, too, names it unless its metaclass has a reducer)
                 return self.write_class(obj)
-            info = self.resolver.get_typeinfo(t)
+            if self.unsupported_callback is None:
+                info = self.resolver.get_typeinfo(t)
+            else:
+                try:
+                    info = self.resolver.get_typeinfo(t)
+                except ForyError as e:
+                    return self.write_unsupported(obj, e)
         else:
             info = <TypeInfo>cached
         if info.serializer is None:
             # a metaclass instance: the value is a class object
             return self.write_class(obj)
         return self.write_object(obj, info)
+
+    cdef int write_unsupported(self, object obj, object why) except -1:
+        # dumps(unsupported_callback=): a falsy answer keeps obj out of the payload (the
+        # reader takes the next of its unsupported_objects); a true one raises `why`,
+        # the reason obj could not be written. Shared like any object with ref=True.
+        if self.ref and self.write_ref_or_register(obj):
+            return 0
+        if self.unsupported_callback(obj):
+            raise why
+        return self.put_u8(T_UNSUPPORTED)
 
     cdef int write_object(self, object obj, TypeInfo info) except -1:
         cdef Serializer ser = info.serializer
@@ -1064,6 +1109,7 @@ cdef class WriteContext(Buffer):
         self.write_any(obj)
 
     write_ref = write_value
+    write_no_ref = write_value      # pyfory's name (references follow the Fory's `ref`)
 
     def write_str_ref(self, str s):
         """A name that repeats across the payload: written once, then by index (names
@@ -1267,6 +1313,7 @@ cdef class ReadContext(Buffer):
         if PyList_GET_SIZE(self.types):
             self.types = []
         self.buffers = None
+        self.unsupported_objects = None
         self.scratch = None
         self.hash_memo = None
         self.in_use = False
@@ -1376,7 +1423,24 @@ cdef class ReadContext(Buffer):
             re = self.get_double()
             im = self.get_double()
             return PyComplex_FromDoubles(re, im)
+        if tag == T_UNSUPPORTED and not discard:
+            return self.read_unsupported()
         raise MalformedDataError(f"unknown value tag {tag} at offset {self.pos - 1}")
+
+    cdef object read_unsupported(self):
+        # an object the writer's unsupported_callback kept out of the payload
+        if self.unsupported_objects is None:
+            raise _error.OutOfBandBufferError(
+                "the payload leaves objects out (dumps' unsupported_callback): pass them as "
+                "loads(data, unsupported_objects=[...])")
+        try:
+            obj = next(self.unsupported_objects)
+        except StopIteration:
+            raise _error.OutOfBandBufferError(
+                "the payload refers to more unsupported objects than were passed") from None
+        if self.ref:
+            objvec_push(&self.refs, obj)
+        return obj
 
     cdef object read_buffer_body(self, bint writable):
         """The bytes of a buffer: for an out-of-band buffer, the object the caller
@@ -1891,10 +1955,17 @@ cdef class ReadContext(Buffer):
         slot = PyList_GET_SIZE(self.types)
         self.types.append(info)
         if self.policy is not None:
-            # internal ids too: a policy sees every class a payload names, however named
-            if kind == D_INTERNAL:
-                self.policy.validate_module(getattr(info.cls, "__module__", "builtins"), is_local=False)
-            self.policy.validate_class(info.cls, is_local=kind == D_BY_VALUE)
+            # internal ids too: a policy sees every class a payload names, however named;
+            # the code carriers (a function, method, class... is about to be made) go to
+            # authorize_instantiation, as pyfory's guide has it, the others to validate_*
+            if kind == D_INTERNAL and info.cls in _CODE_CARRIERS:
+                self.policy.authorize_instantiation(info.cls, args=(), kwargs=None)
+            elif kind == D_INTERNAL and info.cls in _CODE_WRAPPERS:
+                pass    # the function it wraps reaches validate_function
+            else:
+                if kind == D_INTERNAL:
+                    self.policy.validate_module(getattr(info.cls, "__module__", "builtins"), is_local=False)
+                self.policy.validate_class(info.cls, is_local=kind == D_BY_VALUE)
         if kind == D_BY_VALUE:
             self.enter()
             info.by_value.read_state(self, info.cls)
@@ -1914,6 +1985,8 @@ cdef class ReadContext(Buffer):
     def read_ref(self):
         """Read any value written with WriteContext.write_ref / write_any."""
         return self.read_any()
+
+    read_no_ref = read_ref
 
     def read_str_ref(self):
         return self.read_str_any()
@@ -1952,6 +2025,38 @@ cdef class ReadContext(Buffer):
         """For serializers that fill a dict or set from the payload: a KeyGuard whose
         check(key) is called before each insert (hash bombs, colliding keys)."""
         return KeyGuard(self)
+    def check_type_meta(self, owner, Py_ssize_t fields, Py_ssize_t nbytes):
+        """For serializers that read type metadata (a layout or schema of the class that
+        `owner`, the serializer, handles) from the payload: count it against the Fory's max_type_fields,
+        max_type_meta_bytes, max_schema_versions_per_type and
+        max_average_schema_versions_per_type (LimitExceededError past one)."""
+        cdef Fory fory = <Fory>self.fory
+        if fory.max_type_fields is not None and fields > fory.max_type_fields:
+            raise _error.LimitExceededError(
+                f"type metadata with {fields} fields (max_type_fields={fory.max_type_fields})")
+        if fory.max_type_meta_bytes is not None and nbytes > fory.max_type_meta_bytes:
+            raise _error.LimitExceededError(
+                f"type metadata of {nbytes} bytes (max_type_meta_bytes={fory.max_type_meta_bytes})")
+        if self.scratch is None:
+            self.scratch = {}
+        counts = self.scratch.get(_TYPE_META_COUNTS)
+        if counts is None:
+            counts = self.scratch[_TYPE_META_COUNTS] = {}
+        versions = counts.get(owner, 0) + 1
+        counts[owner] = versions
+        if fory.max_schema_versions_per_type is not None and versions > fory.max_schema_versions_per_type:
+            raise _error.LimitExceededError(
+                f"{versions} versions of the metadata of one type in one payload "
+                f"(max_schema_versions_per_type={fory.max_schema_versions_per_type})")
+        if fory.max_average_schema_versions_per_type is not None:
+            total = counts.get(_TYPE_META_COUNTS, 0) + 1
+            counts[_TYPE_META_COUNTS] = total
+            # pyfory's floor: 8192 in all, whatever the number of types
+            if total > max(SCHEMA_TOTAL_FLOOR,
+                           fory.max_average_schema_versions_per_type * (len(counts) - 1)):
+                raise _error.LimitExceededError(
+                    f"{total} type metadata versions for {len(counts) - 1} types in one payload "
+                    f"(max_average_schema_versions_per_type={fory.max_average_schema_versions_per_type})")
 
     def check_hash_key(self, key):
         """For serializers: call before hashing a key read from the payload (a dict key,
@@ -2001,6 +2106,38 @@ def _budget(name, value, int minimum):
     return min(value, 0x7FFFFFFFFFFFFFFF)
 
 
+cdef object _unread_bytes(Buffer b):
+    # loads(Buffer): a Buffer being written holds one payload (what dumps(obj, buffer=)
+    # appended); one being read gives its unread bytes, which are then consumed
+    cdef Py_ssize_t start = b.pos
+    if b.owns_data or b.source is None:
+        return b.getvalue_bytes()
+    b.pos = b.size
+    view = memoryview(b.source)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view[start:]
+
+
+def _register_on(Fory fory, cls, type_id, name, serializer, namespace, typename):
+    cdef TypeInfo known
+    if typename is not None or namespace is not None:
+        if name is not None:
+            raise ValueError("give name, or namespace and typename, not both")
+        if typename is None:
+            typename = cls.__name__
+        name = f"{namespace}.{typename}" if namespace else typename
+    if type_id is None and name is None and serializer is None and isinstance(cls, type):
+        known = fory._type_cache.get(cls)
+        if known is not None and known.kind == D_INTERNAL and cls not in fory.resolver._registered:
+            # a type the core serializes itself (function, type, method, ...: pyfory's
+            # "carriers"): nothing to install; strict mode keeps refusing the unsafe ones
+            return known
+    if serializer is not None and not isinstance(serializer, (Serializer, type)) and callable(serializer):
+        serializer = serializer(fory.resolver, cls)     # a factory(type_resolver, cls)
+    return fory.resolver.register(cls, type_id=type_id, name=name, serializer=serializer)
+
+
 cdef class Fory:
     """Serializer for Python objects (Python native mode).
 
@@ -2036,7 +2173,9 @@ cdef class Fory:
 
     def __init__(self, xlang=False, ref=False, strict=True, compatible=None, max_depth=50,
                  policy=None, *, max_graph_memory_bytes=_DEFAULT, max_unbacked_container_items=DEFAULT_MAX_UNBACKED,
-                 max_hash_work=None):
+                 max_hash_work=None, max_type_fields=_DEFAULT, max_type_meta_bytes=_DEFAULT,
+                 max_schema_versions_per_type=_DEFAULT, max_average_schema_versions_per_type=_DEFAULT,
+                 field_nullable=False, meta_compressor=None):
         if xlang:
             raise NotImplementedError(
                 "pyfory implements only Python native mode: use Fory(xlang=False); "
@@ -2056,6 +2195,21 @@ cdef class Fory:
         self.max_unbacked_container_items = _budget(
             "max_unbacked_container_items", max_unbacked_container_items, 0)
         self.max_hash_work = _budget("max_hash_work", max_hash_work, 0)
+        # pyfory's limits on received type metadata, with its defaults when strict (like
+        # the graph memory budget, none with strict=False: pickle's trust model)
+        for name, value, default in (
+                ("max_type_fields", max_type_fields, 512),
+                ("max_type_meta_bytes", max_type_meta_bytes, 4096),
+                ("max_schema_versions_per_type", max_schema_versions_per_type, 10),
+                ("max_average_schema_versions_per_type", max_average_schema_versions_per_type, 3)):
+            if value is _DEFAULT:
+                value = default if self.strict else None
+            setattr(self, name, _budget(name, value, 1))
+        self.field_nullable = bool(field_nullable)
+        if meta_compressor is not None:
+            raise NotImplementedError(
+                "meta_compressor is not implemented: type metadata is written once per payload, "
+                "with repeated names as string-table references")
         self.oob_threshold = OOB_THRESHOLD
         self._type_cache = {}
         from pyfory.resolver import TypeResolver
@@ -2066,18 +2220,71 @@ cdef class Fory:
     def __reduce__(self):
         raise TypeError("a Fory instance cannot be serialized; create one on each side")
 
-    def register(self, cls, type_id=None, name=None, serializer=None):
+    def register_type(self, cls, *, type_id=None, name=None, serializer=None,
+                      namespace=None, typename=None):
         """Allow `cls` in strict mode and choose how it is named and serialized.
 
         type_id: a small integer naming the class on the wire (both sides must agree);
-        name: a string naming it instead; neither: module and qualified name.
-        serializer: a Serializer subclass or instance that wins over every builtin rule.
+        name: a string naming it instead (or pyfory's `namespace` + `typename`, joined
+        with a dot); neither: module and qualified name.
+        serializer: a Serializer instance, a Serializer subclass or a factory called
+        as `factory(fory.type_resolver, cls)`; it wins over every builtin rule.
         """
-        return self.resolver.register(cls, type_id=type_id, name=name, serializer=serializer)
+        return _register_on(self, cls, type_id, name, serializer, namespace, typename)
 
-    def dumps(self, obj, buffer_callback=None):
-        """Serialize obj to bytes."""
-        return self.dumps_into(obj, buffer_callback, None, 0)
+    def register(self, cls, type_id=None, name=None, serializer=None, *,
+                 namespace=None, typename=None):
+        """register_type (type_id, name and serializer may also be given by position)."""
+        return _register_on(self, cls, type_id, name, serializer, namespace, typename)
+
+    def register_serializer(self, cls, serializer):
+        """Serialize cls with `serializer`, keeping the name or id it was registered
+        under (registering it by module and qualified name if it was not)."""
+        cdef TypeInfo info = self.resolver._registered.get(cls) if isinstance(cls, type) else None
+        if info is not None and info.kind == D_USER_ID:
+            return _register_on(self, cls, info.type_id, None, serializer, None, None)
+        if info is not None and info.kind == D_USER_NAME:
+            return _register_on(self, cls, None, info.name, serializer, None, None)
+        return _register_on(self, cls, None, None, serializer, None, None)
+
+    @property
+    def type_resolver(self):
+        """The registry (what a guide-style `Serializer(type_resolver, cls)` takes)."""
+        return self.resolver
+
+    def dumps(self, obj, buffer=None, buffer_callback=None, unsupported_callback=None):
+        """Serialize obj to bytes.
+
+        buffer: a pyfory.Buffer to append the payload to (it is then returned instead
+        of bytes). buffer_callback: as pickle's (protocol 5 out-of-band buffers).
+        unsupported_callback: called with each object this Fory cannot serialize (a
+        class not registered in strict mode, one the resolver refuses); a falsy result
+        keeps the object out of the payload, to be handed back in order as
+        `loads(..., unsupported_objects=[...])`; a true result raises as without it."""
+        if buffer is not None and not isinstance(buffer, Buffer) and callable(buffer):
+            # dumps(obj, callback): buffer_callback given by position, as before
+            buffer, buffer_callback = None, buffer
+        payload = self.dumps_into(obj, buffer_callback, None, 0, unsupported_callback)
+        if buffer is None:
+            return payload
+        (<Buffer>buffer).write_bytes(payload)
+        return buffer
+
+    def reset(self):
+        """Drop the per-call state of an interrupted call (each call starts clean by
+        itself; kept for code written against pyfory's API)."""
+        self.reset_write()
+        self.reset_read()
+
+    def reset_write(self):
+        """Drop the write state left by an interrupted dumps."""
+        if not self._wctx.in_use:
+            self._wctx.end()
+
+    def reset_read(self):
+        """Drop the read state left by an interrupted loads."""
+        if not self._rctx.in_use:
+            self._rctx.end()
 
     def dumps_with_buffers(self, obj, Py_ssize_t min_size=OOB_THRESHOLD) -> list:
         """Serialize obj, leaving its binary buffers of at least min_size bytes out of
@@ -2085,10 +2292,11 @@ cdef class Fory:
         original memory (not a copy). Read it back with loads(out[0], buffers=out[1:]).
         The frames of a multipart message, without a buffer_callback to write."""
         frames = [None]        # the buffers are appended while the payload is written
-        frames[0] = self.dumps_into(obj, None, frames, min_size)
+        frames[0] = self.dumps_into(obj, None, frames, min_size, None)
         return frames
 
-    cdef object dumps_into(self, obj, buffer_callback, list views, Py_ssize_t min_size):
+    cdef object dumps_into(self, obj, buffer_callback, list views, Py_ssize_t min_size,
+                           unsupported_callback):
         # dumps, or with `views`, dumps_with_buffers
         cdef WriteContext ctx = self._wctx
         cdef uint8_t flags = 0
@@ -2096,6 +2304,7 @@ cdef class Fory:
             ctx = WriteContext(self)
         ctx.begin()
         try:
+            ctx.unsupported_callback = unsupported_callback
             if views is not None:
                 # buffers are offered as to a callback (buffer_callback only has to be
                 # set), and write_buffer_body appends them to oob_views instead of calling
@@ -2133,17 +2342,22 @@ cdef class Fory:
 
     serialize = dumps
 
-    def loads(self, data, buffers=None):
+    def loads(self, data, buffers=None, unsupported_objects=None):
         """Deserialize a value from bytes, bytearray, memoryview or any buffer object
-        (read in place, not copied). `buffers`: the out-of-band buffers, in order."""
+        (read in place, not copied), or from a pyfory.Buffer (its unread bytes: one
+        payload). `buffers`: the out-of-band buffers, in order. `unsupported_objects`:
+        the objects that dumps' unsupported_callback kept out of the payload, in order."""
         cdef ReadContext ctx = self._rctx
         cdef uint8_t flags
         if buffers is not None:
             buffers = list(buffers)
+        if isinstance(data, Buffer):
+            data = _unread_bytes(<Buffer>data)
         if ctx.in_use:
             ctx = ReadContext(self)
         ctx.begin(data)
         try:
+            ctx.unsupported_objects = None if unsupported_objects is None else iter(unsupported_objects)
             if ctx.size < HEADER_SIZE or ctx.data[0] != 0xFD or ctx.data[1] != 0x59:
                 raise FormatError("not a pyfory payload (bad magic bytes)")
             if ctx.data[2] != FORMAT_VERSION:
@@ -2168,6 +2382,13 @@ cdef class Fory:
         except RecursionError as e:
             raise _on_side(DepthLimitError(f"payload nests too deeply: {e}"), True) from e
         except Exception as e:
+            # a policy hook's own rejection reaches the caller as itself
+            if self.policy is not None:
+                hooked = _hook_exception(self.policy, e)
+                if hooked is e:
+                    raise
+                if hooked is not None:
+                    raise hooked
             # whatever a constructor, __setstate__ or reduce callable raised (the
             # original stays visible as __cause__)
             raise _error.DeserializationError(

@@ -291,7 +291,7 @@ cdef class ObjectSerializer(Serializer):
     cpdef read(self, ReadContext ctx):
         # cls.__new__(cls), through the type slot (what copyreg.__newobj__ ends up doing)
         if ctx.policy is not None:
-            ctx.policy.authorize_instantiation(self.cls, EMPTY, None)
+            ctx.policy.authorize_instantiation(self.cls, args=EMPTY, kwargs=None)
         return call_tp_new(self.cls, EMPTY)
 
     cdef uint8_t action_for(self, name):
@@ -377,7 +377,9 @@ cdef class ObjectSerializer(Serializer):
                 raise MalformedDataError(f"unknown layout #{code - 2} at offset {ctx.pos}")
             lay = <_ReadLayout>PyList_GET_ITEM(st.layouts, code - 2)
         elif code == 1:
+            start = ctx.pos
             lay = self.read_layout(ctx)
+            ctx.check_type_meta(self, PyTuple_GET_SIZE(lay.names), ctx.pos - start)
             st.layouts.append(lay)
         else:
             if not self.is_dataclass:

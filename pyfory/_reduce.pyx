@@ -104,6 +104,13 @@ def global_name(obj, name=None):
     if not _names(obj, module, name):
         module2 = pickle.whichmodule(obj, name)
         if not _names(obj, module2, name):
+            # pyfory's guide writes a __reduce__ string as "module.name": taken when that
+            # names obj itself (pickle's reading, a name in obj's module, comes first)
+            parts = name.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                module2, name2 = ".".join(parts[:i]), ".".join(parts[i:])
+                if _names(obj, module2, name2):
+                    return module2, name2
             raise SerializationError(f"cannot serialize {obj!r}: it is not found as {module}.{name}")
         module = module2
     return module, name
@@ -266,7 +273,7 @@ cdef class ReduceSerializer(Serializer):
                 raise PolicyViolationError(
                     f"strict mode refuses to import {module}.{qualname}")
             if policy is not None:
-                policy.validate_module(module, False)
+                policy.validate_module(module, is_local=False)
             return lookup_global(module, qualname)
         kwargs = None
         if form == F_NEWOBJ:
@@ -295,7 +302,7 @@ cdef class ReduceSerializer(Serializer):
         if self.fory.strict:
             self.check_strict_constructor(cls)
         if policy is not None:
-            policy.authorize_instantiation(cls, args, kwargs)
+            policy.authorize_instantiation(cls, args=args, kwargs=kwargs)
         obj = cls.__new__(cls, *args, **kwargs) if kwargs else cls.__new__(cls, *args)
         return inspect_reduced(policy, obj)
 
@@ -365,7 +372,7 @@ cdef object policed_call(policy, func, tuple args, dict kwargs, int level=0):
     if replaced is not None:
         return replaced
     if isinstance(func, type):
-        policy.authorize_instantiation(func, args, kwargs)
+        policy.authorize_instantiation(func, args=args, kwargs=kwargs)
     return func(*args, **kwargs) if kwargs else func(*args)
 
 

@@ -355,7 +355,7 @@ class ClassByValue:
             if kept is not cls:
                 raise MalformedDataError("class tracker id reused for another class")
         _cache_typeinfo(resolver, cls, info)
-        # (the core calls policy.validate_class(cls, True) for every class by value)
+        # (the core calls policy.validate_class(cls, is_local=True) for every class by value)
 
 
 def by_value_typeinfo(resolver, cls, serializer):

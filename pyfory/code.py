@@ -666,7 +666,7 @@ def read_function_state(ctx, func) -> None:
         _read_function_fields(ctx, func, pending[1], flags)
     policy = ctx.policy
     if policy is not None:
-        policy.validate_function(func, True)
+        policy.validate_function(func, is_local=True)
 
 
 def rebuilt_by_value(ctx, func) -> bool:

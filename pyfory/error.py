@@ -139,3 +139,37 @@ def on_side(error: ForyError, loads: bool) -> ForyError:
     if sided is not None:
         error.__class__ = sided
     return error
+# ---- pyfory's error names (code written from pyfory's guide) -----------------------
+# Each is one of the classes above (not a new class), so `except TypeUnregisteredError`
+# and `except TypeNotRegisteredError` catch the same thing. A name with no narrower
+# counterpart here is the base ForyError.
+TypeUnregisteredError = TypeNotRegisteredError
+TypeNotCompatibleError = SchemaMismatchError
+ForyStructVersionMismatchError = SchemaMismatchError
+ForyTypeMismatchError = SchemaMismatchError
+ForyInvalidDataError = MalformedDataError
+ForyInvalidRefError = MalformedDataError
+ForyUnknownEnumError = MalformedDataError
+ForyEncodingError = MalformedDataError
+ForyInvalidError = MalformedDataError
+ForyOutOfBoundError = TruncatedDataError
+ForyBufferOutOfBoundError = TruncatedDataError
+ForyDepthExceedError = DepthLimitError
+ForyOutOfMemoryError = LimitExceededError
+ForyNotAllowedError = PolicyViolationError
+ForyUnsupportedError = SerializationError
+ForyEncodeError = SerializationError
+ForyTypeError = SerializationError
+ForyKeyError = ForyError
+ForyIOError = ForyError
+ForyUnknownError = ForyError
+CompileError = ForyError
+
+__all__ += [
+    "TypeUnregisteredError", "TypeNotCompatibleError", "ForyStructVersionMismatchError",
+    "ForyTypeMismatchError", "ForyInvalidDataError", "ForyInvalidRefError",
+    "ForyUnknownEnumError", "ForyEncodingError", "ForyInvalidError", "ForyOutOfBoundError",
+    "ForyBufferOutOfBoundError", "ForyDepthExceedError", "ForyOutOfMemoryError",
+    "ForyNotAllowedError", "ForyUnsupportedError", "ForyEncodeError", "ForyTypeError",
+    "ForyKeyError", "ForyIOError", "ForyUnknownError", "CompileError",
+]

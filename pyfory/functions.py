@@ -63,10 +63,10 @@ def read_function(ctx):
         qualname = ctx.read_str_ref()
         policy = ctx.policy
         if policy is not None:
-            policy.validate_module(module, False)
+            policy.validate_module(module, is_local=False)
         func = lookup_global(module, qualname)
         if policy is not None:
-            policy.validate_function(func, False)
+            policy.validate_function(func, is_local=False)
         return func
     raise MalformedDataError(f"bad function kind {kind}")
 
@@ -114,7 +114,7 @@ class MethodSerializer(Serializer):
         method = types.MethodType(func, obj)
         policy = ctx.policy
         if policy is not None:
-            policy.validate_method(method, code.rebuilt_by_value(ctx, func))
+            policy.validate_method(method, is_local=code.rebuilt_by_value(ctx, func))
         return method
 
 
@@ -259,7 +259,7 @@ class TypeVarSerializer(_CodeCarrier):
             name = ctx.read_str_ref()
             policy = ctx.policy
             if policy is not None:
-                policy.validate_module(module, False)
+                policy.validate_module(module, is_local=False)
             tv = lookup_global(module, name)
             if type(tv) is not typing.TypeVar:
                 raise MalformedDataError(f"{module}.{name} is not a TypeVar")

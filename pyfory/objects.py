@@ -15,6 +15,7 @@ import array
 import builtins
 import collections
 import copyreg
+import dataclasses
 import enum
 import functools
 import importlib
@@ -26,6 +27,7 @@ import sys
 import types
 
 from pyfory import classes
+from pyfory import schema as _schema
 from pyfory._core import Serializer, TypeInfo
 from pyfory._objects import NamedTupleSerializer, ObjectSerializer
 from pyfory._reduce import ReduceSerializer, lookup_global
@@ -112,6 +114,9 @@ def serializer_for_class(fory, cls) -> Serializer:
         return ReduceSerializer(fory, cls)
     if _is_namedtuple(cls):
         return NamedTupleSerializer(fory, cls)
+    if dataclasses.is_dataclass(cls) and _schema.declares_schema(cls):
+        # pyfory.field() / encoding annotations: pyfory/schema.py
+        return _schema.SchemaSerializer(fory, cls)
     if _plain_layout(cls):
         return ObjectSerializer(fory, cls)
     return ReduceSerializer(fory, cls)
@@ -132,7 +137,7 @@ def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
 def import_class(resolver, module: str, qualname: str):
     policy = resolver.fory.policy
     if policy is not None:
-        policy.validate_module(module, False)
+        policy.validate_module(module, is_local=False)
     try:
         cls = lookup_global(module, qualname)
     except (ImportError, AttributeError) as e:
@@ -140,7 +145,7 @@ def import_class(resolver, module: str, qualname: str):
     if not isinstance(cls, type):
         raise MalformedDataError(f"{module}.{qualname} is not a class")
     if policy is not None:
-        policy.validate_class(cls, False)
+        policy.validate_class(cls, is_local=False)
     return cls
 
 
@@ -432,7 +437,7 @@ class ModuleSerializer(Serializer):
         policy = ctx.policy
         if kind == MODULE_BY_VALUE:
             if policy is not None:
-                policy.validate_module(name, True)
+                policy.validate_module(name, is_local=True)
             module = types.ModuleType(name)
             if ctx.scratch is None:
                 ctx.scratch = {}
@@ -441,7 +446,7 @@ class ModuleSerializer(Serializer):
         if kind != MODULE_BY_NAME:
             raise MalformedDataError(f"bad module kind {kind}")
         if policy is not None:
-            policy.validate_module(name, False)
+            policy.validate_module(name, is_local=False)
         return importlib.import_module(name)
 
     def read_state(self, ctx, module):
