@@ -10,7 +10,8 @@
 
 What it runs
 ------------
-1. The core workloads of ``bench/workloads.py`` through ``bench/compare.py`` (``run_suite``):
+1. The core workloads of ``pyfory/quickbench.py`` through its ``run_suite`` (what
+   ``python -m pyfory bench`` and ``bench/compare.py`` run, with more and longer runs):
    every workload with ``ref=False`` and ``ref=True``, against pickle (protocol 5, C) and,
    for the function and local-class workloads, against cloudpickle. Each figure is the
    median of ``--repeats`` timed runs (each run loops the call for at least ``--min-time``
@@ -49,8 +50,7 @@ ROOT = os.path.dirname(HERE)
 if __package__ in (None, ""):  # run as `python bench/report.py`: make `bench` importable
     sys.path.insert(0, ROOT)
 
-from bench import compare as C  # noqa: E402
-from bench import workloads as W  # noqa: E402
+from pyfory import quickbench as C  # noqa: E402  (the suite and its measuring loop)
 
 # more than compare.py's 7: on shared machines a busy minute of the neighbours must not move a median
 REPORT_REPEATS = 21
@@ -698,7 +698,7 @@ def measure(args, log: Callable[[str], None]) -> Dict[str, Any]:
     pyf = pyfory_info()
     if pyf["stale_extensions"]:
         log(f"warning: stale extensions {pyf['stale_extensions']}: run `python setup.py build_ext --inplace`")
-    selected = W.select(args.patterns)
+    selected = C.select(args.patterns)
     repeats = args.repeats or (C.QUICK_REPEATS if args.quick else REPORT_REPEATS)
     min_time = args.min_time or (C.QUICK_MIN_TIME if args.quick else REPORT_MIN_TIME)
     log(f"core suite: {len(selected)} workloads, median of {repeats} runs of >= {min_time} s, "

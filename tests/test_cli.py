@@ -675,24 +675,25 @@ def test_internal_type_table_matches_the_resolver():
 # ---- bench -----------------------------------------------------------------------------------
 def test_bench_quick(tmp_path):
     out_json = tmp_path / "bench.json"
-    proc = run_cli("bench", "--quick", "-k", "small_dict", "-k", "lambda", "--repeats", "1",
+    proc = run_cli("bench", "--quick", "-k", "small_dict", "-k", "lambda", "--repeats", "3",
                    "--min-time", "0.001", "--json", str(out_json))
     out = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr
     assert out.startswith(f"pyfory {pyfory.__version__} vs pickle (protocol 5)")
-    header = lines_matching(out, r"^workload\s+ours\s+vs\s+dumps ours\s+dumps base\s+x dumps")
+    header = lines_matching(out, r"^workload\s+ref\s+vs\s+dumps ours\s+dumps base\s+x dumps.*\sspread$")
     assert header
-    rows = lines_matching(out, r"^small_dict\s+ref=(False|True)\s+pickle\s+.*\d\.\d\dx")
+    rows = lines_matching(out, r"^small_dict\s+(False|True)\s+pickle\s+.*\d\.\d\dx.*\s\d+%$")
     assert len(rows) == 2
-    assert lines_matching(out, r"^geomean \(n=2\)\s+pickle")
+    assert lines_matching(out, r"^geomean \(ref=False, n=1\)\s+pickle")
+    assert lines_matching(out, r"^geomean \(ref=True, n=1\)\s+pickle")
     raw = json.loads(out_json.read_text())
     assert {r["workload"] for r in raw["rows"]} >= {"small_dict"}
-    assert all(r["size"] > 0 for r in raw["rows"])
+    assert all(r["ours"]["size"] > 0 and len(r["ours"]["dumps_times"]) == 3 for r in raw["rows"])
     try:
         import cloudpickle  # noqa: F401
     except ImportError:
         return
-    assert lines_matching(out, r"^lambda\s+ref=True\s+cloudpickle")
+    assert lines_matching(out, r"^lambda_fn\s+True\s+cloudpickle")
 
 
 def test_bench_unknown_workload():
