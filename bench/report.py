@@ -302,9 +302,9 @@ def evaluate_bars(results: C.Results, complete: bool) -> List[Bar]:
 
 # ---- extra scripts (run in child processes) ------------------------------------------------
 def _extra_oob(quick: bool) -> Dict[str, Any]:
-    import numpy as np
-
     from bench import oob
+
+    np = oob.np
 
     mb = 10 if quick else 100
     objects = [(f"float64 array {mb} MB", np.random.default_rng(0).standard_normal(mb * 1_000_000 // 8))]
@@ -584,8 +584,9 @@ def render_markdown(data: Dict[str, Any], chart_name: Optional[str]) -> str:
 
 
 def render_chart(data: Dict[str, Any], path: str) -> None:
-    import matplotlib
+    from pyfory._extras import require
 
+    matplotlib = require("matplotlib", "the report's chart")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
@@ -770,7 +771,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             render_chart(data, png_path)
             chart = os.path.basename(png_path)
         except ImportError as exc:
-            log(f"no chart: {exc} (pip install 'pyfory[bench]' for matplotlib)")
+            log(f"no chart: {exc}")
     text = render_markdown(data, chart)
     with open(md_path, "w") as f:
         f.write(text + "\n")
