@@ -22,7 +22,9 @@ Ratios: ``x dumps`` and ``x loads`` are the baseline's time over ours (> 1: pyfo
 faster); ``size o/b`` is our payload over the baseline's (< 1: pyfory is smaller). The
 geometric means per ``ref`` setting close the table. Data workloads are compared with
 pickle (protocol 5, the C implementation); functions, closures and local classes -- which
-pickle cannot serialize -- with cloudpickle, when it is installed.
+pickle cannot serialize -- with cloudpickle, when it is installed; the plain-data workloads
+of issue 21 also with msgspec (MessagePack), orjson and msgpack, when installed, with
+``ref=False`` only (they keep no shared references).
 
 Adding a workload
 -----------------
@@ -44,8 +46,8 @@ Options of ``@workload``:
 ``strict``       False if it needs ``Fory(strict=False)`` (functions, classes by value).
 ``setup``        ``setup(fory)`` is called on every new ``Fory`` before use: register the
                  workload's classes for strict mode there. ``register(*classes)`` makes one.
-``baselines``    which of ``"pickle"``, ``"cloudpickle"`` to compare against (those not
-                 installed are left out). pickle is protocol 5, C implementation.
+``baselines``    which of ``BASELINES`` to compare against (those not installed are left
+                 out). pickle is protocol 5, C implementation.
 ``check``        ``check(original, loaded) -> bool`` when type-strict equality
                  (``deep_equal``) is not the right test, e.g. for functions.
 ``pending``      "issue N" while pyfory cannot serialize the value yet: a pending
@@ -85,6 +87,10 @@ def _cloudpickle():
     return cloudpickle
 
 PICKLE_PROTOCOL = 5
+# serializers of plain data only (dicts, lists, str, int, float, bool, None), compared on the
+# workloads of issue 21 when installed: pip install "pyfory[bench]"
+PLAIN_DATA = ("msgspec", "orjson", "msgpack")
+BASELINES = ("pickle", "cloudpickle") + PLAIN_DATA
 DEFAULT_REPEATS, DEFAULT_MIN_TIME = 7, 0.2
 QUICK_REPEATS, QUICK_MIN_TIME = 5, 0.05
 
@@ -169,7 +175,7 @@ def workload(*, issue: int, description: str, needs_ref: bool = False, strict: b
              check: Optional[Callable[[Any, Any], bool]] = None,
              pending: Optional[str] = None):
     """Register the decorated builder function as a workload named after it."""
-    unknown = set(baselines) - {"pickle", "cloudpickle"}
+    unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}")
 
@@ -275,12 +281,71 @@ class PickleCodec(Codec):
         return lambda: loads(data)
 
 
+class CallCodec(Codec):
+    """A serializer given as its two one-argument calls (encode, decode)."""
+
+    def __init__(self, name: str, dumps: Callable[[Any], bytes], loads: Callable[[Any], Any]):
+        self.name = name
+        self._dumps = dumps
+        self._loads = loads
+
+    def dumps(self, obj):
+        return self._dumps(obj)
+
+    def loads(self, data):
+        return self._loads(data)
+
+    def dumps_thunk(self, obj):
+        dumps = self._dumps
+        return lambda: dumps(obj)
+
+    def loads_thunk(self, data):
+        loads = self._loads
+        return lambda: loads(data)
+
+
+def _plain_data_codecs() -> Dict[str, Codec]:
+    """msgspec (its MessagePack encoder), orjson and msgpack, those that are installed."""
+    import importlib
+
+    found: Dict[str, Codec] = {}
+    for name in PLAIN_DATA:
+        try:
+            mod = importlib.import_module("msgspec.msgpack" if name == "msgspec" else name)
+        except ImportError:
+            continue
+        if name == "msgspec":
+            found[name] = CallCodec(name, mod.Encoder().encode, mod.Decoder().decode)
+        elif name == "orjson":
+            found[name] = CallCodec(name, mod.dumps, mod.loads)
+        else:
+            found[name] = CallCodec(name, mod.packb, mod.unpackb)
+    return found
+
+
 def available_baselines() -> Dict[str, Codec]:
     found: Dict[str, Codec] = {"pickle": PickleCodec("pickle", pickle)}
     cp = _cloudpickle()
     if cp is not None:
         found["cloudpickle"] = PickleCodec("cloudpickle", cp)
+    found.update(_plain_data_codecs())
     return found
+
+
+def baseline_versions() -> Dict[str, Optional[str]]:
+    """Version of every optional baseline, None when it is not installed."""
+    import importlib
+
+    out: Dict[str, Optional[str]] = {}
+    for name in ("cloudpickle",) + PLAIN_DATA:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            out[name] = None
+            continue
+        version = getattr(mod, "__version__", None) or getattr(mod, "version", None)
+        out[name] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version or "?")
+    return out
 
 
 def settle_allocator() -> None:
@@ -331,12 +396,17 @@ def _same_results(*args) -> Callable[[Any, Any], bool]:
 # ======================================================================================
 # Issue 2: builtin values
 # ======================================================================================
-@workload(issue=2, description="dict of 10,000 str->str (the seed's example)")
+# the workloads of issue 21 are also compared with the plain-data serializers
+PLAIN = ("pickle",) + PLAIN_DATA
+
+
+@workload(issue=2, description="dict of 10,000 str->str (the seed's example)", baselines=PLAIN)
 def str_dict_10k():
     return {f"key{i}": f"value{i}" for i in range(10_000)}
 
 
-@workload(issue=2, description="list of 100,000 ints (half < 1,000, 40% within +-1e6, 10% up to 2**40)")
+@workload(issue=2, description="list of 100,000 ints (half < 1,000, 40% within +-1e6, 10% up to 2**40)",
+          baselines=PLAIN)
 def int_list_100k():
     rng = random.Random(1)
     out = []
@@ -351,7 +421,7 @@ def int_list_100k():
     return out
 
 
-@workload(issue=2, description="list of 100,000 floats")
+@workload(issue=2, description="list of 100,000 floats", baselines=PLAIN)
 def float_list_100k():
     rng = random.Random(2)
     return [rng.uniform(-1e6, 1e6) for _ in range(100_000)]
@@ -362,7 +432,7 @@ _TAGS = ["admin", "beta", "vip", "trial", "churned", "eu", "us", "apac", "mobile
 
 
 @workload(issue=2, description="2,000 JSON-like records (nested dicts/lists, str/int/float/bool/None), "
-                               "as json.loads returns them")
+                               "as json.loads returns them", baselines=PLAIN)
 def json_records_2k():
     rng = random.Random(3)
     records = []
@@ -417,9 +487,23 @@ def bytes_1mb():
     return random.Random(4).randbytes(1 << 20)
 
 
-@workload(issue=2, description="small 3-key dict (per-call overhead)")
+@workload(issue=2, description="small 3-key dict (per-call overhead)", baselines=PLAIN)
 def small_dict():
     return {"id": 42, "name": "alice", "active": True}
+
+
+@workload(issue=21, description="list of 10,000 non-ASCII strings (Latin-1, Greek, CJK, emoji; 5-40 chars)",
+          baselines=PLAIN)
+def non_ascii_str_10k():
+    rng = random.Random(5)
+    alphabets = ["àéîõüßçñ", "αβγδεζηθλμπσω", "日本語中文字漢字", "😀🚀🌍🎉"]
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(5, 40)))
+            for alphabet in (alphabets[i % 4] for i in range(10_000))]
+
+
+@workload(issue=21, description="1,000 small nested lists ([int, str, [float, bool, None]])", baselines=PLAIN)
+def nested_lists_1k():
+    return [[i, f"item{i}", [i * 0.25, i % 2 == 0, None]] for i in range(1_000)]
 
 
 NESTED_DEPTH = 40
@@ -628,7 +712,7 @@ def geomean(values: Sequence[float]) -> Optional[float]:
 def geomeans(rows: Sequence[Row]) -> List[Dict[str, Any]]:
     """Geometric means of each ratio column, per baseline: per ref setting and overall."""
     out = []
-    order = {"pickle": 0, "cloudpickle": 1}
+    order = {name: i for i, name in enumerate(BASELINES)}
     for baseline in sorted({r.baseline for r in rows if r.base is not None},
                            key=lambda b: (order.get(b, 9), b)):
         mine = [r for r in rows if r.baseline == baseline and r.base is not None]
@@ -660,6 +744,7 @@ def environment(repeats: int, min_time: float, keep_gc: bool) -> Dict[str, Any]:
         "pyfory_path": os.path.dirname(pyfory.__file__),
         "pickle_protocol": PICKLE_PROTOCOL,
         "cloudpickle": getattr(cp, "__version__", None) if cp is not None else None,
+        "baseline_versions": baseline_versions(),
         "repeats": repeats,
         "min_time": min_time,
         "gc_enabled_while_timing": keep_gc,
@@ -726,6 +811,8 @@ def run_workload(wl: Workload, results: Results, *, repeats: int, min_time: floa
         if not bases:
             results.rows.append(Row(wl.name, ref, "-", mine, None))
         for name, base in bases.items():
+            if ref and name in PLAIN_DATA:  # they keep no shared references: compared with ref=False
+                continue
             results.rows.append(Row(wl.name, ref, name, mine, side(base)))
 
     if wl.pending:

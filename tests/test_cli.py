@@ -700,3 +700,23 @@ def test_bench_unknown_workload():
     proc = run_cli("bench", "-k", "no-such-workload")
     assert proc.returncode == 2
     assert b"no workload matches" in proc.stderr
+
+
+def test_bench_plain_data_baselines(tmp_path):
+    # issue 21: msgspec, orjson and msgpack, where installed, on the plain-data workloads,
+    # with ref=False only (they keep no shared references), in the same alternating runs
+    from pyfory import quickbench
+
+    installed = [n for n in quickbench.PLAIN_DATA if n in quickbench.available_baselines()]
+    if not installed:
+        pytest.skip("none of msgspec, orjson, msgpack is installed")
+    out_json = tmp_path / "bench.json"
+    status = quickbench.run(patterns=["nested_lists_1k", "dataclasses_5k"], repeats=2, min_time=0.001,
+                            json_path=str(out_json), out=open(os.devnull, "w"))
+    assert status == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    plain = {(r["workload"], r["ref"], r["baseline"]) for r in rows if r["baseline"] in quickbench.PLAIN_DATA}
+    assert plain == {("nested_lists_1k", False, n) for n in installed}
+    for r in rows:
+        assert len(r["ours"]["dumps_times"]) == len(r["base"]["loads_times"]) == 2
+        assert r["ratio_dumps"] > 0 and r["base"]["size"] > 0
