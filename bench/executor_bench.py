@@ -72,7 +72,9 @@ def make_executors(start_method: str) -> Dict[str, Callable[[], cf.Executor]]:
 
         makers["loky"] = lambda: loky.ProcessPoolExecutor(2)
     except ImportError:
-        print("loky is not installed: `pip install loky` to compare with it", file=sys.stderr)
+        from pyfory._extras import install_hint
+
+        print(f"loky is not installed, so it is left out: {install_hint('loky')}", file=sys.stderr)
     return makers
 
 
@@ -108,7 +110,9 @@ def bench_tiny_tasks(makers, n: int, repeat: int) -> Dict[str, Dict[str, Optiona
 
 
 def bench_big_array(makers, mb: int, repeat: int) -> Dict[str, float]:
-    import numpy as np
+    from pyfory._extras import require
+
+    np = require("numpy", "the big-array executor bench", extra="bench")
 
     mod = _importable()
     array = np.random.default_rng(0).random(mb * (1 << 20) // 8)

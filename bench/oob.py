@@ -21,9 +21,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-
 import pyfory  # noqa: E402
+from pyfory._extras import require  # noqa: E402
+
+np = require("numpy", "bench/oob.py", extra="bench")
 
 try:
     import pandas as pd

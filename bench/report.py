@@ -10,12 +10,15 @@
 
 What it runs
 ------------
-1. The core workloads of ``bench/workloads.py`` through ``bench/compare.py`` (``run_suite``):
+1. The core workloads of ``pyfory/quickbench.py`` through its ``run_suite`` (what
+   ``python -m pyfory bench`` and ``bench/compare.py`` run, with more and longer runs):
    every workload with ``ref=False`` and ``ref=True``, against pickle (protocol 5, C) and,
    for the function and local-class workloads, against cloudpickle. Each figure is the
    median of ``--repeats`` timed runs (each run loops the call for at least ``--min-time``
    seconds; runs of all contenders of a workload are interleaved; gc off while timing; the
    allocator is settled first; every round trip is verified before it is timed).
+   The plain-data workloads of issue 21 are also timed against msgspec, orjson and msgpack
+   (``ref=False``), shown as one table with a column pair per serializer.
 2. The bars of issue 9, computed from those numbers and marked met / not met. A ratio whose
    quartile range (baseline's q1/q3 over ours' q3/q1) straddles the bar is flagged as
    within the noise.
@@ -49,8 +52,7 @@ ROOT = os.path.dirname(HERE)
 if __package__ in (None, ""):  # run as `python bench/report.py`: make `bench` importable
     sys.path.insert(0, ROOT)
 
-from bench import compare as C  # noqa: E402
-from bench import workloads as W  # noqa: E402
+from pyfory import quickbench as C  # noqa: E402  (the suite and its measuring loop)
 
 # more than compare.py's 7: on shared machines a busy minute of the neighbours must not move a median
 REPORT_REPEATS = 21
@@ -302,9 +304,9 @@ def evaluate_bars(results: C.Results, complete: bool) -> List[Bar]:
 
 # ---- extra scripts (run in child processes) ------------------------------------------------
 def _extra_oob(quick: bool) -> Dict[str, Any]:
-    import numpy as np
-
     from bench import oob
+
+    np = oob.np
 
     mb = 10 if quick else 100
     objects = [(f"float64 array {mb} MB", np.random.default_rng(0).standard_normal(mb * 1_000_000 // 8))]
@@ -445,6 +447,68 @@ def comparison_table(rows: Sequence[C.Row], baseline: str) -> List[str]:
     return _md_table(headers, body, right=range(2, 12))
 
 
+# Bars of issue 21, shown with the plain-data table (not part of --check)
+PLAIN_GEOMEAN_BAR = 1.0   # msgspec time / ours, geomean, dumps and loads
+PLAIN_WORKLOAD_BAR = 0.8  # msgspec time / ours, every workload
+
+
+def plain_data_section(results: C.Results) -> List[str]:
+    """Against msgspec, orjson and msgpack (issue 21): ref=False, one row per workload,
+    their time over ours as columns, and our size over msgpack's."""
+    rows = [r for r in results.rows if r.baseline in C.PLAIN_DATA and r.base is not None]
+    if not rows:
+        return []
+    names = [n for n in C.PLAIN_DATA if any(r.baseline == n for r in rows)]
+    by_workload: Dict[str, Dict[str, C.Row]] = {}
+    for r in rows:
+        by_workload.setdefault(r.workload, {})[r.baseline] = r
+    headers = ["workload"] + [f"{n} {what}" for n in names for what in ("x dumps", "x loads")]
+    headers += ["size ours", "size msgpack", "size o/msgpack", "spread"]
+    body = []
+    for workload, found in by_workload.items():
+        cells = [workload]
+        for n in names:
+            r = found.get(n)
+            cells += [C.fmt_ratio(r.ratio("dumps")) if r else "-", C.fmt_ratio(r.ratio("loads")) if r else "-"]
+        mp = found.get("msgpack")
+        any_row = next(iter(found.values()))
+        cells += [C.fmt_size(any_row.ours.size), C.fmt_size(mp.base.size) if mp else "-",
+                  C.fmt_ratio(mp.ratio("size"), "") if mp else "-",
+                  f"{max(r.spread() for r in found.values()):.0%}"]
+        body.append(cells)
+    foot = ["*geomean*"]
+    for n in names:
+        group = [r for r in rows if r.baseline == n]
+        foot += [f"*{C.fmt_ratio(_geomean([r.ratio(w) for r in group]))}*" for w in ("dumps", "loads")]
+    mp_rows = [r for r in rows if r.baseline == "msgpack"]
+    foot += ["", "", f"*{C.fmt_ratio(_geomean([r.ratio('size') for r in mp_rows]), '')}*" if mp_rows else "", ""]
+    body.append(foot)
+    versions = results.meta.get("baseline_versions") or {}
+    out = ["## Against msgspec, orjson and msgpack (issue 21)", "",
+           "Plain data only, `ref=False`, measured in the same alternating runs as the tables above. "
+           "`x dumps` / `x loads`: their time / ours (> 1: pyfory faster); msgspec is its MessagePack "
+           "`Encoder().encode` / `Decoder().decode`. Versions: "
+           + ", ".join(f"{n} {versions.get(n) or '?'}" for n in names) + ".", ""]
+    out += _md_table(headers, body, right=range(1, len(headers)))
+    ms = [r for r in rows if r.baseline == "msgspec"]
+    if ms:
+        notes = []
+        for what in ("dumps", "loads"):
+            g = _geomean([r.ratio(what) for r in ms])
+            notes.append(f"{what} geomean vs msgspec {C.fmt_ratio(g)} "
+                         f"({'met' if g >= PLAIN_GEOMEAN_BAR else 'not met'}: >= {PLAIN_GEOMEAN_BAR:.1f}x)")
+        low = [f"{r.workload} {w} {C.fmt_ratio(r.ratio(w))}" for r in ms for w in ("dumps", "loads")
+               if r.ratio(w) < PLAIN_WORKLOAD_BAR]
+        notes.append(f"every workload vs msgspec >= {PLAIN_WORKLOAD_BAR:.1f}x: "
+                     + ("met" if not low else "not met (" + "; ".join(low) + ")"))
+        larger = [r.workload for r in mp_rows if r.ours.size > r.base.size]
+        if mp_rows:
+            notes.append("size never larger than msgpack's: "
+                         + ("met" if not larger else "not met (" + ", ".join(larger) + ")"))
+        out += ["", "Bars of issue 21 (information; not part of `--check`): " + "; ".join(notes) + "."]
+    return out + [""]
+
+
 def _fmt_extra_value(v: Optional[float], unit: str) -> str:
     if v is None or v != v:
         return "n/a"
@@ -565,6 +629,7 @@ def render_markdown(data: Dict[str, Any], chart_name: Optional[str]) -> str:
         rows_b = [r for r in results.rows if r.baseline == baseline and r.base is not None]
         if rows_b:
             out += [f"## {title}", ""] + comparison_table(rows_b, baseline) + [""]
+    out += plain_data_section(results)
     unbased = sorted({r.workload for r in results.rows if r.base is None})
     if unbased:
         out += [f"Measured without a baseline (baseline not installed): {', '.join(unbased)}.", ""]
@@ -584,8 +649,9 @@ def render_markdown(data: Dict[str, Any], chart_name: Optional[str]) -> str:
 
 
 def render_chart(data: Dict[str, Any], path: str) -> None:
-    import matplotlib
+    from pyfory._extras import require
 
+    matplotlib = require("matplotlib", "the report's chart")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
@@ -698,7 +764,7 @@ def measure(args, log: Callable[[str], None]) -> Dict[str, Any]:
     pyf = pyfory_info()
     if pyf["stale_extensions"]:
         log(f"warning: stale extensions {pyf['stale_extensions']}: run `python setup.py build_ext --inplace`")
-    selected = W.select(args.patterns)
+    selected = C.select(args.patterns)
     repeats = args.repeats or (C.QUICK_REPEATS if args.quick else REPORT_REPEATS)
     min_time = args.min_time or (C.QUICK_MIN_TIME if args.quick else REPORT_MIN_TIME)
     log(f"core suite: {len(selected)} workloads, median of {repeats} runs of >= {min_time} s, "
@@ -770,7 +836,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             render_chart(data, png_path)
             chart = os.path.basename(png_path)
         except ImportError as exc:
-            log(f"no chart: {exc} (pip install 'pyfory[bench]' for matplotlib)")
+            log(f"no chart: {exc}")
     text = render_markdown(data, chart)
     with open(md_path, "w") as f:
         f.write(text + "\n")

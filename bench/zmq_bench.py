@@ -31,14 +31,15 @@ import subprocess
 import sys
 import time
 
-import zmq
+from pyfory._extras import require
 
+zmq = require("zmq", "bench/zmq_bench.py", extra="bench")
 try:
     import numpy as np
 except ImportError:  # pragma: no cover
     np = None
 
-from pyfory.integrations import zmq as fzmq
+from pyfory.integrations import zmq as fzmq  # noqa: E402
 
 
 def tiny(x):

@@ -27,6 +27,7 @@ import operator
 import pickle
 import sys
 
+from pyfory import _extras
 from pyfory.error import MalformedDataError, PolicyViolationError, SerializationError
 
 cdef enum:
@@ -75,7 +76,13 @@ def reduce_object(obj, int proto=5):
 
 def lookup_global(str module, str qualname):
     """Import module and walk the dotted qualified name (no '<locals>')."""
-    __import__(module)
+    try:
+        __import__(module)
+    except ModuleNotFoundError as e:
+        better = _extras.hinted(e, "this payload")
+        if better is e:
+            raise
+        raise better from e
     obj = sys.modules[module]
     for part in qualname.split("."):
         if part == "<locals>":

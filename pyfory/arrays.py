@@ -53,6 +53,7 @@ import re
 import sys
 import warnings
 
+from pyfory import _extras
 from pyfory._core import Serializer
 from pyfory._objects import fill_object_array as _fill_object_array
 from pyfory.error import DeserializationError, MalformedDataError, SerializationError
@@ -537,9 +538,10 @@ class OptionalType:
         try:
             mod = importlib.import_module(self.module)
         except ImportError as e:
+            hint = _extras.install_hint(self.module)
             raise DeserializationError(
                 f"the payload holds a {self.module} object ({self.name}), but {self.module} "
-                f"cannot be imported here: {e}") from e
+                f"cannot be imported here: {e}" + (f"; {hint}" if hint else "")) from e
         cls = self.loader(mod)
         if cls is None:
             raise DeserializationError(

@@ -675,27 +675,48 @@ def test_internal_type_table_matches_the_resolver():
 # ---- bench -----------------------------------------------------------------------------------
 def test_bench_quick(tmp_path):
     out_json = tmp_path / "bench.json"
-    proc = run_cli("bench", "--quick", "-k", "small_dict", "-k", "lambda", "--repeats", "1",
+    proc = run_cli("bench", "--quick", "-k", "small_dict", "-k", "lambda", "--repeats", "3",
                    "--min-time", "0.001", "--json", str(out_json))
     out = proc.stdout.decode()
     assert proc.returncode == 0, proc.stderr
     assert out.startswith(f"pyfory {pyfory.__version__} vs pickle (protocol 5)")
-    header = lines_matching(out, r"^workload\s+ours\s+vs\s+dumps ours\s+dumps base\s+x dumps")
+    header = lines_matching(out, r"^workload\s+ref\s+vs\s+dumps ours\s+dumps base\s+x dumps.*\sspread$")
     assert header
-    rows = lines_matching(out, r"^small_dict\s+ref=(False|True)\s+pickle\s+.*\d\.\d\dx")
+    rows = lines_matching(out, r"^small_dict\s+(False|True)\s+pickle\s+.*\d\.\d\dx.*\s\d+%$")
     assert len(rows) == 2
-    assert lines_matching(out, r"^geomean \(n=2\)\s+pickle")
+    assert lines_matching(out, r"^geomean \(ref=False, n=1\)\s+pickle")
+    assert lines_matching(out, r"^geomean \(ref=True, n=1\)\s+pickle")
     raw = json.loads(out_json.read_text())
     assert {r["workload"] for r in raw["rows"]} >= {"small_dict"}
-    assert all(r["size"] > 0 for r in raw["rows"])
+    assert all(r["ours"]["size"] > 0 and len(r["ours"]["dumps_times"]) == 3 for r in raw["rows"])
     try:
         import cloudpickle  # noqa: F401
     except ImportError:
         return
-    assert lines_matching(out, r"^lambda\s+ref=True\s+cloudpickle")
+    assert lines_matching(out, r"^lambda_fn\s+True\s+cloudpickle")
 
 
 def test_bench_unknown_workload():
     proc = run_cli("bench", "-k", "no-such-workload")
     assert proc.returncode == 2
     assert b"no workload matches" in proc.stderr
+
+
+def test_bench_plain_data_baselines(tmp_path):
+    # issue 21: msgspec, orjson and msgpack, where installed, on the plain-data workloads,
+    # with ref=False only (they keep no shared references), in the same alternating runs
+    from pyfory import quickbench
+
+    installed = [n for n in quickbench.PLAIN_DATA if n in quickbench.available_baselines()]
+    if not installed:
+        pytest.skip("none of msgspec, orjson, msgpack is installed")
+    out_json = tmp_path / "bench.json"
+    status = quickbench.run(patterns=["nested_lists_1k", "dataclasses_5k"], repeats=2, min_time=0.001,
+                            json_path=str(out_json), out=open(os.devnull, "w"))
+    assert status == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    plain = {(r["workload"], r["ref"], r["baseline"]) for r in rows if r["baseline"] in quickbench.PLAIN_DATA}
+    assert plain == {("nested_lists_1k", False, n) for n in installed}
+    for r in rows:
+        assert len(r["ours"]["dumps_times"]) == len(r["base"]["loads_times"]) == 2
+        assert r["ratio_dumps"] > 0 and r["base"]["size"] > 0

@@ -153,12 +153,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-random", type=int, default=20_000,
+                        help="random cases to run even when the time budget is spent (a busy machine)")
     args = parser.parse_args()
     rnd = random.Random(args.seed)
     deadline = time.monotonic() + args.seconds
     runner = Runner()
     corpus = build_corpus()
-    # deterministic part: every truncation and single-byte change of every payload
+    # deterministic part, always run to the end (about a second): every truncation and
+    # single-byte change of every payload
     for ref, oob, data in corpus:
         for i in range(len(data)):
             runner.check(data[:i], ref, oob)
@@ -169,14 +172,13 @@ def main():
                 mutated[i] = b
                 runner.check(bytes(mutated), ref, oob)
                 runner.check(bytes(mutated), "strict", oob)
-        if time.monotonic() > deadline:
-            break
     for data in lying_lengths():
         runner.check(data, False, False)
         runner.check(data, True, False)
         runner.stream_case(data[4:])
-    # random part, until the time budget is spent
-    while time.monotonic() < deadline:
+    systematic = runner.cases
+    # random part, until the time budget is spent (and at least --min-random cases)
+    while time.monotonic() < deadline or runner.cases < systematic + args.min_random:
         ref, oob, data = corpus[rnd.randrange(len(corpus))]
         mutated = bytearray(data)
         for _ in range(rnd.randrange(1, 8)):
@@ -200,7 +202,8 @@ def main():
     for fory in runner.readers.values():
         value = {"after": [1, 2.5, "fuzz"]}
         assert fory.loads(fory.dumps(value)) == value
-    print(json.dumps({"cases": runner.cases, "corpus": len(corpus), "failures": runner.failures}))
+    print(json.dumps({"cases": runner.cases, "systematic": systematic, "corpus": len(corpus),
+                      "failures": runner.failures}))
     return 1 if runner.failures else 0
 
 
