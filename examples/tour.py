@@ -201,7 +201,7 @@ def out_of_band() -> None:
     try:
         import numpy as np
     except ImportError:
-        say("(numpy is not installed: pip install numpy to see this section)")
+        say("(numpy is not installed: pip install -e '.[numpy]' to see this section)")
         return
     fory = pyfory.Fory()
     array = np.arange(1_000_000, dtype=np.float64)
@@ -232,7 +232,7 @@ def zeromq() -> None:
     try:
         import zmq
     except ImportError:
-        say("(pyzmq is not installed: pip install pyzmq to see this section)")
+        say("(pyzmq is not installed: pip install -e '.[zmq]' to see this section)")
         return
     from pyfory.integrations import zmq as fory_zmq
 
