@@ -61,6 +61,16 @@ public key is in its ``authorized_clients`` directory; the executor checks the w
 server public key. ``python -m pyfory.integrations.zmq keys DIR`` writes such a set of
 keys. Workers accept ``--strict`` (payloads may contain only builtins and ``--register``ed
 classes, and only functions named with ``--allow`` run), ``--allow`` and ``--policy``.
+
+Workers prove who they are, on loopback too: without ``curve_keys`` an executor on a
+loopback or ``ipc://`` address makes a random secret of its own and hands it to the local
+workers it starts (on their stdin, never on a command line); its ROUTER socket is a ZeroMQ
+PLAIN server (a ZAP handler in the executor's process) that lets in only peers presenting
+that secret, so any other local process completes no handshake: it gets no task and the
+executor reads none of its frames. Hand-started workers therefore need CURVE keys
+(``curve_keys=DIR`` / ``--curve-keys DIR``), or the executor is made open explicitly with
+``insecure=True``. Results from authenticated workers are read with ``strict=False``: they
+run the executor's code anyway. ``inproc://`` (reachable only from this process) stays open.
 """
 
 from __future__ import annotations
@@ -76,6 +86,7 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket as _socketlib
@@ -363,6 +374,11 @@ def is_local_address(address: str) -> bool:
         return False
 
 
+# the PLAIN user name local workers present with their executor's secret
+LOCAL_WORKER_USER = "pyfory-local-worker"
+_ZAP_DOMAIN = "pyfory-executor"
+
+
 def _check_address(address: str, curve: bool, insecure: bool, who: str) -> None:
     if is_local_address(address) or curve:
         return
@@ -587,6 +603,8 @@ class Worker:
     ``authorized_clients/``); curve_secret / curve_clients override its two parts.
     local: started by an Executor on this machine: exit when the executor says goodbye or
     its process (``parent_pid``) goes away, instead of waiting for another executor.
+    secret: the per-executor secret a local worker presents (ZeroMQ PLAIN) to an executor
+    that runs without CURVE keys; handed over by the executor, not chosen by users.
     """
 
     def __init__(self, address: str, *, prefetch: int = 1, fory_options: Optional[dict] = None,
@@ -594,8 +612,10 @@ class Worker:
                  policy: Any = None, curve_keys: Optional[str] = None,
                  curve_secret: Optional[str] = None, curve_clients: Optional[str] = None,
                  insecure: bool = False, context: Optional[zmq.Context] = None,
-                 parent_pid: Optional[int] = None, local: bool = False):
+                 parent_pid: Optional[int] = None, local: bool = False,
+                 secret: Optional[str] = None):
         self.address = address
+        self.secret = secret
         if curve_keys:
             curve_secret = curve_secret or os.path.join(curve_keys, SERVER_SECRET)
             curve_clients = curve_clients or os.path.join(curve_keys, AUTHORIZED_DIR)
@@ -658,6 +678,9 @@ class Worker:
         if self.curve_secret:
             sock.curve_publickey, sock.curve_secretkey = self._curve_pair
             sock.curve_server = True
+        elif self.secret:
+            sock.plain_username = LOCAL_WORKER_USER.encode()
+            sock.plain_password = self.secret.encode()
 
     def run(self) -> int:
         """Serve executors until stopped; returns a process exit code."""
@@ -735,8 +758,9 @@ class Worker:
                     next_ready = now + 0.5
                     if now - warned > 30:
                         warned = now
-                        log.warning("still waiting for an executor at %s (%.0f s)", self.address,
-                                    now - started)
+                        log.warning("still waiting for an executor at %s (%.0f s); an executor "
+                                    "without insecure=True lets in only workers with its CURVE "
+                                    "keys (--curve-keys DIR)", self.address, now - started)
                 events = dict(poller.poll(500 if not welcomed else 1000))
                 if self._wake_r in events:
                     try:
@@ -1101,6 +1125,9 @@ class Executor(_cf.Executor):
     measured the tasks' duration, then as many as fit in about 5 ms of work (so long tasks
     go one by one and tiny ones share a message and a payload).
     curve_keys: directory written by ``generate_keys`` (client key pair + server public key).
+    insecure: let in workers without credentials. Without it and without ``curve_keys``, a
+    loopback or ``ipc://`` executor admits only the local workers it starts (they present
+    a secret it made; see the module doc, "Security"), and non-loopback addresses are refused.
     context: a zmq.Context to use (for inproc:// with Worker threads in this process).
     fory_options: for the Fory that serializes tasks and results here and in local workers
     (default ``ref=True, strict=False``; ``policy=`` reaches local workers as well).
@@ -1121,6 +1148,13 @@ class Executor(_cf.Executor):
             raise ValueError("worker processes cannot reach an inproc:// address: use tcp://127.0.0.1 "
                              "or ipc://, or run Worker(address, context=...) threads in this process")
         _check_address(address, bool(curve_keys), insecure, "executor")
+        # workers prove who they are: CURVE keys, or this executor's own secret (local workers)
+        self._secret: Optional[str] = None
+        if not curve_keys and not insecure and not address.startswith("inproc://"):
+            self._secret = secrets.token_urlsafe(32)
+        elif insecure and is_local_address(address) and not address.startswith("inproc://"):
+            log.warning("executor on %s with insecure=True: any local process can register as a "
+                        "worker, receive tasks and send results that this process loads", address)
         options = {"ref": True, "strict": False}
         options.update(fory_options)
         self._fory_options = options
@@ -1138,8 +1172,13 @@ class Executor(_cf.Executor):
 
         self._own_ctx = context is None
         self._ctx = zmq.Context() if context is None else context
+        self._auth = None
         self._router = self._ctx.socket(zmq.ROUTER)
         try:
+            if self._secret is not None:
+                self._auth = _plain_authenticator(self._ctx, self._secret)
+                self._router.plain_server = True
+                self._router.zap_domain = _ZAP_DOMAIN.encode()
             self._router.linger = 0
             self._router.router_mandatory = True
             self._router.router_handover = True
@@ -1151,6 +1190,7 @@ class Executor(_cf.Executor):
             self.address: str = self._router.last_endpoint.decode()
         except BaseException:
             self._router.close(0)
+            self._stop_auth()
             if self._own_ctx:
                 self._ctx.term()
             raise
@@ -1183,6 +1223,7 @@ class Executor(_cf.Executor):
                 proc.kill()
                 proc.wait()
             self._router.close(0)
+            self._stop_auth()
             if self._own_ctx:
                 self._ctx.term()
             os.close(self._wake_r)
@@ -1242,12 +1283,18 @@ class Executor(_cf.Executor):
             "local_pids": [p.pid for p in list(self._procs) if p.poll() is None],
         }
 
+    def _stop_auth(self) -> None:
+        auth, self._auth = self._auth, None
+        if auth is not None:
+            auth.stop()
+
     # -- local workers ------------------------------------------------------------------
     def _make_local_config(self) -> bytes:
         config = {
             "fory_options": self._fory_options,
             "prefetch": self._prefetch,
             "curve_keys": self._curve_keys,
+            "secret": self._secret,
             "log_level": self._worker_log_level,
         }
         try:
@@ -1671,6 +1718,7 @@ class Executor(_cf.Executor):
                 proc.wait()
         self._fail_all(RuntimeError("the executor was shut down before this task ran"))
         self._router.close(linger=200)
+        self._stop_auth()
         if self._own_ctx:
             self._ctx.term()
         wake_w, self._wake_w = self._wake_w, -1
@@ -1680,6 +1728,21 @@ class Executor(_cf.Executor):
         self._closed.set()
         with self._workers_changed:
             self._workers_changed.notify_all()
+
+
+def _plain_authenticator(ctx: zmq.Context, secret: str):
+    """A ZAP handler on ctx that admits PLAIN peers presenting secret (and nobody else)."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(ctx, log=logging.getLogger("pyfory.integrations.zmq.auth"))
+    try:
+        auth.start()
+    except zmq.ZMQError as e:
+        raise ValueError(
+            f"cannot start the executor's authenticator on this zmq.Context ({e}): it already "
+            f"has a ZAP handler. Use curve_keys=..., or a context of its own") from e
+    auth.configure_plain(domain=_ZAP_DOMAIN, passwords={LOCAL_WORKER_USER: secret})
+    return auth
 
 
 def _set(future: Optional[_cf.Future], result: Any = None, exc: Optional[BaseException] = None) -> None:
@@ -1751,11 +1814,13 @@ def _worker_main(args: argparse.Namespace) -> int:
     curve_keys = args.curve_keys
     log_level = args.log_level
     local = False
+    secret = None
     if args.local_config:  # started by an Executor: the rest of the options come on stdin
         config = pyfory.Fory(ref=True, strict=False).loads(sys.stdin.buffer.read())
         options.update(config.get("fory_options") or {})
         prefetch = config.get("prefetch", prefetch)
         curve_keys = config.get("curve_keys") or curve_keys
+        secret = config.get("secret")
         log_level = config.get("log_level", log_level)
         local = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides when we stop
@@ -1780,7 +1845,7 @@ def _worker_main(args: argparse.Namespace) -> int:
         worker = Worker(args.address, prefetch=prefetch, fory_options=options, allow=args.allow,
                         register=register, curve_keys=curve_keys, curve_secret=args.curve_secret,
                         curve_clients=args.curve_clients, insecure=args.insecure,
-                        parent_pid=args.parent_pid, local=local)
+                        parent_pid=args.parent_pid, local=local, secret=secret)
     except ValueError as e:
         print(f"pyfory zmq worker: {e}", file=sys.stderr)
         return 2
