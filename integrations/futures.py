@@ -203,6 +203,11 @@ def _shm_sweep(prefix: str) -> None:
             _shm_unlink(name)
 
 
+# held while a segment is being made: a worker whose parent died sweeps its executor's
+# segments under it, so that none is half-made (and missed) when the worker exits
+_shm_create_lock = threading.Lock()
+
+
 class _ShmWriter:
     """buffer_callback for pyfory: large buffers go to new shared memory segments."""
 
@@ -220,7 +225,8 @@ class _ShmWriter:
             return True  # in band
         name = f"{self.prefix}{next(self.counter)}"
         try:
-            _shm_create(name, buf.raw())
+            with _shm_create_lock:
+                _shm_create(name, buf.raw())
         except OSError:
             return True  # no room in shared memory (a small /dev/shm): through the pipe
         self.names.append((name, size))
@@ -269,9 +275,40 @@ def _encode_exception(fory, exc: BaseException):
             return fory.dumps(RuntimeError(f"{type(exc).__name__}: {exc}")), tb
 
 
+_PARENT_POLL_SECONDS = 0.25
+
+
+def _parent_gone_exit(token: str) -> None:
+    """The executor's process is gone: unlink its segments (nobody will map them) and exit
+    now, even in the middle of a task."""
+    _shm_create_lock.acquire(timeout=5)
+    _shm_sweep(f"pf_{token}_")
+    os._exit(1)
+
+
+def _watch_parent(token: str, parent_pid: int) -> None:
+    """A worker's watchdog thread: waits for the parent's sentinel (end of file when it
+    dies) and checks the parent pid (a forked sibling may hold the sentinel's other end,
+    an orphan is adopted by another process), so a busy worker notices as fast as an idle one."""
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    while os.getppid() == parent_pid:
+        if sentinel is not None:
+            try:
+                if multiprocessing.connection.wait([sentinel], timeout=_PARENT_POLL_SECONDS):
+                    break
+            except OSError:
+                sentinel = None
+        else:
+            time.sleep(_PARENT_POLL_SECONDS)
+    _parent_gone_exit(token)
+
+
 def _worker_main(conn, config):
     """Body of a worker process: run batches of tasks until told to stop."""
     (token, fory_options, init_payload, shm_threshold, max_tasks) = config
+    threading.Thread(target=_watch_parent, args=(token, os.getppid()), daemon=True,
+                     name="pyfory-parent-watch").start()
     fory = pyfory.Fory(**fory_options)
     framer = pyfory.Fory()
     shm_prefix = f"pf_{token}_w{os.getpid()}_"
@@ -295,8 +332,7 @@ def _worker_main(conn, config):
             message = conn.recv_bytes()
         except (EOFError, OSError):
             # the parent is gone: nobody will map what is still in flight
-            _shm_sweep(f"pf_{token}_")
-            return
+            _parent_gone_exit(token)
         kind, batch_id, segments, payload = framer.loads(message)
         del message
         if kind == _EXIT:
@@ -420,6 +456,7 @@ class _PoolCore:
         self.writer = _ShmWriter(f"pf_{self.token}_p", self.shm_threshold)
         self.parked: Optional[tuple] = None    # a serialized batch waiting for an idle worker
         self.closed_in_child = False
+        self.starting_conn = None
         with _managers_lock:
             _live_cores.add(self)
 
@@ -437,9 +474,14 @@ class _PoolCore:
         if self.closed_in_child:
             return
         self.closed_in_child = True
-        for worker in self.workers.values():
+        # the parent's end of the pipe of the worker being forked: kept open in that worker,
+        # it would never see end of file when the parent dies
+        conns = [worker.conn for worker in self.workers.values()]
+        if self.starting_conn is not None:
+            conns.append(self.starting_conn)
+        for conn in conns:
             try:
-                worker.conn.close()
+                conn.close()
             except OSError:
                 pass
         fds = (self.wake_r, self.wake_w)
@@ -458,9 +500,11 @@ class _PoolCore:
         config = (self.token, self.fory_options, self.init_payload, self.shm_threshold,
                   self.max_tasks)
         process = self.ctx.Process(target=_worker_main, args=(child_conn, config))
+        self.starting_conn = parent_conn   # closed in a forked child (see close_in_forked_child)
         try:
             process.start()
         finally:
+            self.starting_conn = None
             child_conn.close()
         self.workers[process.pid] = _Worker(process, parent_conn, self.max_tasks)
 
