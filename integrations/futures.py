@@ -65,6 +65,8 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, Callable, Deque, Dict, List, Optional
 
+from pyfory.integrations import DEFAULT_MAX_DEPTH
+
 import pyfory
 
 try:
@@ -872,7 +874,8 @@ class ProcessPoolExecutor(Executor):
             shared memory (default 1 MiB); None to send everything through the pipe.
         max_batch_size: at most this many tasks per message to a worker (default 512);
             1 sends every task on its own (see the module doc: batching).
-        **fory_options: ``pyfory.Fory`` options (default ``ref=True, strict=False``).
+        **fory_options: ``pyfory.Fory`` options (default ``ref=True, strict=False,
+            max_depth=1024``: nesting as deep as pickle allows).
     """
 
     def __init__(self, max_workers: Optional[int] = None, mp_context=None,
@@ -905,7 +908,7 @@ class ProcessPoolExecutor(Executor):
             raise ValueError("shared_memory_threshold must be >= 0 or None")
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError("max_batch_size must be an integer >= 1")
-        options = {"ref": True, "strict": False}
+        options = {"ref": True, "strict": False, "max_depth": DEFAULT_MAX_DEPTH}
         options.update(fory_options)
         fory = pyfory.Fory(**options)   # fail early on bad options
         init_payload = None

@@ -110,6 +110,8 @@ except ModuleNotFoundError as _e:  # an optional dependency: name the extra that
         'pyfory.integrations.zmq needs pyzmq: pip install "pyfory[zmq]" '
         "(or pip install pyzmq)", name=_e.name) from _e
 
+from pyfory.integrations import DEFAULT_MAX_DEPTH
+
 import pyfory
 from pyfory.buffers import BufferObject
 from pyfory.error import (
@@ -153,12 +155,13 @@ _default_fory: Optional[ThreadSafeFory] = None
 
 
 def default_fory() -> ThreadSafeFory:
-    """The serializer used when none is given: ``ThreadSafeFory(ref=True, strict=False)``."""
+    """The serializer used when none is given: ``ThreadSafeFory(ref=True, strict=False,
+    max_depth=DEFAULT_MAX_DEPTH)`` (nesting as deep as ``send_pyobj``'s pickle allows)."""
     global _default_fory
     if _default_fory is None:
         with _default_fory_lock:
             if _default_fory is None:
-                _default_fory = ThreadSafeFory(ref=True, strict=False)
+                _default_fory = ThreadSafeFory(ref=True, strict=False, max_depth=DEFAULT_MAX_DEPTH)
     return _default_fory
 
 
@@ -593,7 +596,7 @@ class Worker:
     Usually started with ``python -m pyfory.integrations.zmq worker ADDRESS``; this class is
     the same thing for code that wants to run a worker itself.
 
-    fory_options: for the worker's Fory (default ``ref=True, strict=False``). With
+    fory_options: for the worker's Fory (default ``ref=True, strict=False, max_depth=1024``). With
     ``strict=True`` payloads may hold only builtins and ``register``ed classes, functions
     cannot travel by value, and only functions matching ``allow`` run.
     allow: ``fnmatch`` patterns on ``module:qualname`` of the functions that may run (by
@@ -631,7 +634,7 @@ class Worker:
             if not os.path.isdir(curve_clients):
                 raise ValueError(f"authorized clients directory {curve_clients} does not exist")
             self._curve_pair = (public, secret)
-        options = {"ref": True, "strict": False}
+        options = {"ref": True, "strict": False, "max_depth": DEFAULT_MAX_DEPTH}
         options.update(fory_options or {})
         if policy is not None:
             options["policy"] = policy
@@ -1130,7 +1133,7 @@ class Executor(_cf.Executor):
     a secret it made; see the module doc, "Security"), and non-loopback addresses are refused.
     context: a zmq.Context to use (for inproc:// with Worker threads in this process).
     fory_options: for the Fory that serializes tasks and results here and in local workers
-    (default ``ref=True, strict=False``; ``policy=`` reaches local workers as well).
+    (default ``ref=True, strict=False, max_depth=1024``; ``policy=`` reaches local workers as well).
     """
 
     def __init__(self, address: Optional[str] = None, local_workers: int = 0, *, max_retries: int = 2,
@@ -1155,7 +1158,7 @@ class Executor(_cf.Executor):
         elif insecure and is_local_address(address) and not address.startswith("inproc://"):
             log.warning("executor on %s with insecure=True: any local process can register as a "
                         "worker, receive tasks and send results that this process loads", address)
-        options = {"ref": True, "strict": False}
+        options = {"ref": True, "strict": False, "max_depth": DEFAULT_MAX_DEPTH}
         options.update(fory_options)
         self._fory_options = options
         self._io_fory = pyfory.Fory(**options)  # the I/O thread writes tasks, reads results
