@@ -111,6 +111,7 @@ except ModuleNotFoundError as _e:  # an optional dependency: name the extra that
         "(or pip install pyzmq)", name=_e.name) from _e
 
 from pyfory.integrations import DEFAULT_MAX_DEPTH
+from pyfory.integrations._tasks import payload_error
 
 import pyfory
 from pyfory.buffers import BufferObject
@@ -851,7 +852,7 @@ class Worker:
         except BaseException as e:  # noqa: B036 - the executor retries the tasks one by one
             if isinstance(e, KeyboardInterrupt) and not self.local:
                 raise
-            value = self._error_value(e)
+            value = self._error_value(payload_error(e, "loading the task in the worker"))
             head = FAILED + batch + _COUNT.pack(len(tids)) + b"".join(tids)
             try:
                 out = encode(value, self.out_fory)
@@ -1485,11 +1486,12 @@ class Executor(_cf.Executor):
             values = decode(frames, self._io_fory)
             if type(values) is not list or len(values) != len(tasks):
                 raise MalformedDataError("a result message must hold one result per task")
-        except ForyError as e:
-            log.debug("results from %s could not be loaded: %r", worker.describe(), e)
+        except BaseException as e:  # noqa: B036 - whatever loading raised, the futures get it
+            error = payload_error(e, "loading the results")
+            log.debug("results from %s could not be loaded: %r", worker.describe(), error)
             for task in tasks:
                 if task is not None:
-                    self._finish(task, exc=e)
+                    self._finish(task, exc=error)
             return
         for task, value in zip(tasks, values):
             if task is not None:
@@ -1504,9 +1506,9 @@ class Executor(_cf.Executor):
             return
         try:
             value = decode(frames, self._io_fory)
-        except ForyError as e:
+        except BaseException as e:  # noqa: B036 - whatever loading raised, the future gets it
             value = (ST_ERROR_TEXT, f"the worker could not load the task, and its error could not "
-                                    f"be loaded here: {e}")
+                                    f"be loaded here: {payload_error(e, 'loading the error')!r}")
         for task in live:
             self._finish_with(task, value, worker)
 
