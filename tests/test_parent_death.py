@@ -74,14 +74,14 @@ FUTURES_USER = textwrap.dedent("""
         pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(sys.argv[1]))
         big = np.zeros(1 << 20)   # 8 MB
         assert pool.submit(echo, big).result(60)[0] == 1
-        print(pool._core.token, *pool._processes, flush=True)
         done = 0
         while True:              # keep 8 transfers in flight until killed
             futures = [pool.submit(echo, big) for _ in range(8)]
             for f in futures:
                 f.result(60)
             done += 1
-            if done == 2:
+            if done == 2:        # both workers started (on demand) by now
+                print(pool._core.token, *pool._processes, flush=True)
                 print("busy", flush=True)
 """)
 

@@ -28,7 +28,8 @@ FAKE_WORKER = textwrap.dedent("""
     import json, os, pathlib, sys, time, uuid
     import zmq
     import pyfory
-    from pyfory.integrations import zmq as fzmq
+    from pyfory.integrations.zmq import protocol as proto
+    from pyfory.integrations.zmq import security
 
     address, marker, report, mode, seconds = sys.argv[1:6]
 
@@ -47,7 +48,7 @@ FAKE_WORKER = textwrap.dedent("""
     wid = uuid.uuid4().hex[:16].encode()
     sock.routing_id = b"t" + wid
     if mode == "wrong-secret":  # PLAIN with a guessed password
-        sock.plain_username = fzmq.LOCAL_WORKER_USER.encode()
+        sock.plain_username = security.LOCAL_WORKER_USER.encode()
         sock.plain_password = b"guess"
     elif mode == "curve":  # CURVE with keys of its own
         pub, sec = zmq.curve_keypair()
@@ -64,10 +65,10 @@ FAKE_WORKER = textwrap.dedent("""
     while time.monotonic() < deadline:
         if time.monotonic() >= next_ready:
             try:
-                sock.send_multipart([fzmq.READY, ready], zmq.NOBLOCK)
+                sock.send_multipart([proto.READY, ready], zmq.NOBLOCK)
                 # an unsolicited result too: it must not be loaded either
-                sock.send_multipart([fzmq.RESULT + b"\\0" * 8 + fzmq._SECONDS.pack(0.0)
-                                     + fzmq._COUNT.pack(1) + b"\\0" * 8,
+                sock.send_multipart([proto.RESULT + b"\\0" * 8 + proto._SECONDS.pack(0.0)
+                                     + proto._COUNT.pack(1) + b"\\0" * 8,
                                      fory.dumps([(0, Gadget())])], zmq.NOBLOCK)
             except zmq.Again:  # no handshake completed: nothing can be sent
                 pass
@@ -76,14 +77,14 @@ FAKE_WORKER = textwrap.dedent("""
             continue
         frames = sock.recv_multipart()
         kind = frames[0][:1]
-        if kind == fzmq.WELCOME:
+        if kind == proto.WELCOME:
             note("welcome")
-        elif kind == fzmq.TASK:
-            batch, entries = fzmq._parse_task_header(frames[0])
+        elif kind == proto.TASK:
+            batch, entries = proto._parse_task_header(frames[0])
             note("task")
-            head = b"".join([fzmq.RESULT, batch, fzmq._SECONDS.pack(0.0),
-                             fzmq._COUNT.pack(len(entries)), *[tid for tid, _ in entries]])
-            sock.send_multipart([head, fory.dumps([(fzmq.ST_OK, Gadget()) for _ in entries])])
+            head = b"".join([proto.RESULT, batch, proto._SECONDS.pack(0.0),
+                             proto._COUNT.pack(len(entries)), *[tid for tid, _ in entries]])
+            sock.send_multipart([head, fory.dumps([(proto.ST_OK, Gadget()) for _ in entries])])
             note("answered")
             break
     sock.close(0)
