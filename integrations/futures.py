@@ -450,7 +450,7 @@ class _WorkItem:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "batches", "remaining", "retiring", "eof")
+    __slots__ = ("process", "conn", "batches", "remaining", "retiring", "eof", "init_error")
 
     def __init__(self, process, conn, remaining):
         self.process = process
@@ -458,6 +458,7 @@ class _Worker:
         self.batches: Dict[int, tuple] = {}   # batch id -> (task ids, segments, message size)
         self.remaining = remaining             # tasks it may still take (max_tasks_per_child)
         self.retiring = False
+        self.init_error: Optional[str] = None   # its initializer failed (traceback text)
         self.eof = False
 
 
@@ -801,8 +802,11 @@ class _PoolCore:
                 for work_id in task_ids:
                     self.complete((work_id, False, body, (), tb))
         elif kind == _INIT_FAILED:
-            self.terminate_broken(None, record[1])
-            return False
+            # the pool breaks when this worker has exited (by itself, as in the stdlib),
+            # so that what its initializer queued (a log record in a multiprocessing.Queue)
+            # has been flushed by then; it gets no task meanwhile
+            worker.retiring = True
+            worker.init_error = record[1]
         return True
 
     def complete(self, result):
@@ -845,6 +849,10 @@ class _PoolCore:
             self.receive(worker)
         if self.broken is not None:
             return False
+        if worker.init_error is not None:
+            worker.process.join(1)
+            self.terminate_broken(None, worker.init_error)
+            return False
         if worker.batches or not worker.retiring:
             worker.process.join(1)
             exitcode = worker.process.exitcode
@@ -884,7 +892,7 @@ class _PoolCore:
                 pass
         del items
         for worker in list(self.workers.values()):
-            if worker.process.is_alive():
+            if worker.process.is_alive() and not worker.retiring:
                 worker.process.terminate()
         self.join_workers(send_exit=False)
 

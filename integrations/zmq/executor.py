@@ -387,9 +387,9 @@ class Executor(_cf.Executor):
                 if router in events:
                     self._drain_router()
                 self._take_submitted()
-                if self._cancel_pending:
-                    self._cancel_queued()
                 self._dispatch()
+                if self._cancel_pending:  # after dispatching: what a free worker takes now runs
+                    self._cancel_queued()
                 now = time.monotonic()
                 if now >= next_tick:
                     next_tick = now + tick
