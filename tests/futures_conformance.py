@@ -4,6 +4,7 @@
     python tests/futures_conformance.py --executor zmq  # zmq Executor, executor-generic classes
     python tests/futures_conformance.py --stdlib        # the same classes, stdlib executor
     python tests/futures_conformance.py -k Fork -v      # unittest's -k patterns, verbosity
+    python3.11 tests/futures_conformance.py --suite-dir .../python3.13/test/test_concurrent_futures
 
 Runs the package ``test.test_concurrent_futures`` of the interpreter that runs this
 script (CPython 3.12+ ship it as a package; some builds leave the ``test`` package out)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import fnmatch
+import inspect
 import os
 import sys
 import unittest
@@ -117,6 +119,37 @@ def _zmq_classes(util, modules):
     return generic
 
 
+def _load_suite_from(directory):
+    """Make ``test.test_concurrent_futures`` the package in directory, on this
+    interpreter's ``test.support`` (what the newer suite needs from it and an older one
+    lacks is filled in: ``requires_gil_enabled``, a no-op where the GIL always is)."""
+    import importlib.util
+
+    import test.support
+
+    if not hasattr(test.support, "requires_gil_enabled"):
+        test.support.requires_gil_enabled = lambda msg="": (lambda f: f)
+    if not hasattr(test.support, "Py_GIL_DISABLED"):
+        test.support.Py_GIL_DISABLED = False
+    # no thread= (TSAN builds) before 3.13: asked only about TSAN, the answer is no
+    check, skip = test.support.check_sanitizer, test.support.skip_if_sanitizer
+    if "thread" not in inspect.signature(check).parameters:
+        test.support.check_sanitizer = (
+            lambda thread=False, **k: check(**k) if any(k.values()) else False)
+        test.support.skip_if_sanitizer = (
+            lambda reason=None, thread=False, **k: skip(reason, **k) if any(k.values())
+            else (lambda f: f))
+    name = "test.test_concurrent_futures"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(directory, "__init__.py"),
+                                                  submodule_search_locations=[directory])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+_SUITE_DIR_ENV = "PYFORY_CONFORMANCE_SUITE_DIR"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--executor", choices=("futures", "zmq"), default="futures")
@@ -125,11 +158,17 @@ def main(argv=None):
     parser.add_argument("-k", action="append", default=[], dest="patterns",
                         help="only tests matching this substring or pattern (repeatable)")
     parser.add_argument("-v", action="count", default=1, dest="verbosity")
+    parser.add_argument("--suite-dir", metavar="DIR",
+                        help="the test_concurrent_futures directory of another CPython (e.g. "
+                             "3.13's), for an interpreter whose test package lacks it")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds a test may take: then all threads' stacks are printed "
                              "and the run ends with failure (a hang)")
     args = parser.parse_args(argv)
 
+    if args.suite_dir:
+        os.environ[_SUITE_DIR_ENV] = os.path.abspath(args.suite_dir)  # for spawned workers
+        _load_suite_from(args.suite_dir)
     try:
         from test.test_concurrent_futures import util
     except ImportError as e:
@@ -172,7 +211,9 @@ def main(argv=None):
 
         def stopTest(self, test):
             super().stopTest(test)
-            faulthandler.cancel_dump_traceback_later()
+            # still armed: the suite runs module cleanups between tests, and they may not
+            # hang either (the next startTest re-arms it)
+            faulthandler.dump_traceback_later(timeout, exit=True)
 
     result = unittest.TextTestRunner(verbosity=args.verbosity, resultclass=Result).run(suite)
     faulthandler.dump_traceback_later(timeout, exit=True)  # the module cleanups may not hang either
@@ -186,3 +227,7 @@ def main(argv=None):
 if __name__ == "__main__":
     sys.path.insert(0, HERE)
     sys.exit(main())
+elif os.environ.get(_SUITE_DIR_ENV):
+    # a spawn or forkserver worker imports this script as its main module: it needs the
+    # suite's modules too (their functions travel by reference)
+    _load_suite_from(os.environ[_SUITE_DIR_ENV])
