@@ -110,12 +110,12 @@ def executor() -> None:
 
 def remote_workers() -> None:
     print("== 3. workers on other machines")
-    print("""  On loopback no keys are needed:
-      python -m pyfory.integrations.zmq worker tcp://127.0.0.1:5555 --concurrency 4
-  Anywhere else ZeroMQ CURVE is required (a worker runs the code it is sent):
+    print("""  Workers prove who they are. Local workers get their executor's own secret;
+  workers started by hand need ZeroMQ CURVE keys, on loopback as anywhere else:
       python -m pyfory.integrations.zmq keys ./keys        # once; copy to the machines
       Executor("tcp://0.0.0.0:5555", curve_keys="./keys")  # client.key_secret + server.key
       python -m pyfory.integrations.zmq worker tcp://HOST:5555 --curve-keys ./keys
+  (or Executor("tcp://127.0.0.1:5555", insecure=True) lets any local process be a worker)
   Lock a worker down further with --strict --allow 'mypackage.tasks:*' or --policy.""")
 
 

@@ -65,6 +65,9 @@ from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import Any, Callable, Deque, Dict, List, Optional
 
+from pyfory.integrations import DEFAULT_MAX_DEPTH
+from pyfory.integrations._tasks import payload_error
+
 import pyfory
 
 try:
@@ -203,6 +206,11 @@ def _shm_sweep(prefix: str) -> None:
             _shm_unlink(name)
 
 
+# held while a segment is being made: a worker whose parent died sweeps its executor's
+# segments under it, so that none is half-made (and missed) when the worker exits
+_shm_create_lock = threading.Lock()
+
+
 class _ShmWriter:
     """buffer_callback for pyfory: large buffers go to new shared memory segments."""
 
@@ -220,7 +228,8 @@ class _ShmWriter:
             return True  # in band
         name = f"{self.prefix}{next(self.counter)}"
         try:
-            _shm_create(name, buf.raw())
+            with _shm_create_lock:
+                _shm_create(name, buf.raw())
         except OSError:
             return True  # no room in shared memory (a small /dev/shm): through the pipe
         self.names.append((name, size))
@@ -269,19 +278,88 @@ def _encode_exception(fory, exc: BaseException):
             return fory.dumps(RuntimeError(f"{type(exc).__name__}: {exc}")), tb
 
 
+_PARENT_POLL_SECONDS = 0.25
+
+
+def _parent_gone_exit(token: str) -> None:
+    """The executor's process is gone: unlink its segments (nobody will map them) and exit
+    now, even in the middle of a task."""
+    _shm_create_lock.acquire(timeout=5)
+    _shm_sweep(f"pf_{token}_")
+    os._exit(1)
+
+
+def _watch_parent(token: str, parent_pid: int) -> None:
+    """A worker's watchdog thread: waits for the parent's sentinel (end of file when it
+    dies) and checks the parent pid (a forked sibling may hold the sentinel's other end,
+    an orphan is adopted by another process), so a busy worker notices as fast as an idle one."""
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    while os.getppid() == parent_pid:
+        if sentinel is not None:
+            try:
+                if multiprocessing.connection.wait([sentinel], timeout=_PARENT_POLL_SECONDS):
+                    break
+            except OSError:
+                sentinel = None
+        else:
+            time.sleep(_PARENT_POLL_SECONDS)
+    _parent_gone_exit(token)
+
+
+class _Initializer:
+    """The initializer and its arguments, handed to each worker as it starts, as the
+    standard library does: a forked worker inherits them; for spawn and forkserver
+    multiprocessing pickles them while it starts the worker, so objects that may only be
+    shared that way (a ``multiprocessing.Queue``, a lock) work. What the stock pickler
+    cannot send (a lambda, a closure, a local class) goes as a pyfory payload instead."""
+
+    __slots__ = ("fn", "args", "fory_options")
+
+    def __init__(self, fn, args, fory_options):
+        self.fn = fn
+        self.args = args
+        self.fory_options = fory_options
+
+    def __reduce__(self):
+        from multiprocessing.reduction import ForkingPickler
+
+        try:
+            data = bytes(ForkingPickler.dumps((self.fn, self.args, self.fory_options)))
+            return (_initializer_from_pickle, (data,))
+        except Exception as e:
+            try:
+                payload = pyfory.Fory(**self.fory_options).dumps((self.fn, self.args))
+            except Exception as e2:
+                raise e2 from e
+            return (_initializer_from_fory, (payload, self.fory_options))
+
+
+def _initializer_from_pickle(data):
+    import pickle
+
+    return _Initializer(*pickle.loads(data))
+
+
+def _initializer_from_fory(payload, fory_options):
+    fn, args = pyfory.Fory(**fory_options).loads(payload)
+    return _Initializer(fn, args, fory_options)
+
+
 def _worker_main(conn, config):
     """Body of a worker process: run batches of tasks until told to stop."""
-    (token, fory_options, init_payload, shm_threshold, max_tasks) = config
+    (token, fory_options, init, shm_threshold, max_tasks) = config
+    threading.Thread(target=_watch_parent, args=(token, os.getppid()), daemon=True,
+                     name="pyfory-parent-watch").start()
     fory = pyfory.Fory(**fory_options)
     framer = pyfory.Fory()
     shm_prefix = f"pf_{token}_w{os.getpid()}_"
     writer = _ShmWriter(shm_prefix, shm_threshold if _shm_supported() else None)
     if writer.threshold is not None:
         fory.oob_threshold = min(fory.oob_threshold, max(writer.threshold, 1))
-    if init_payload is not None:
+    if init is not None:
         try:
-            initializer, initargs = fory.loads(init_payload)
-            initializer(*initargs)
+            init.fn(*init.args)
         except BaseException as e:
             LOGGER.critical("Exception in initializer:", exc_info=True)
             try:
@@ -295,8 +373,7 @@ def _worker_main(conn, config):
             message = conn.recv_bytes()
         except (EOFError, OSError):
             # the parent is gone: nobody will map what is still in flight
-            _shm_sweep(f"pf_{token}_")
-            return
+            _parent_gone_exit(token)
         kind, batch_id, segments, payload = framer.loads(message)
         del message
         if kind == _EXIT:
@@ -306,7 +383,7 @@ def _worker_main(conn, config):
             tasks = fory.loads(payload, buffers=buffers)
             del buffers
         except BaseException as e:
-            body, tb = _encode_exception(fory, e)
+            body, tb = _encode_exception(fory, payload_error(e, "loading the task in the worker"))
             conn.send_bytes(framer.dumps((_BATCH_FAILED, batch_id, body, tb)))
             continue
         del payload
@@ -373,7 +450,7 @@ class _WorkItem:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "batches", "remaining", "retiring", "eof")
+    __slots__ = ("process", "conn", "batches", "remaining", "retiring", "eof", "init_error")
 
     def __init__(self, process, conn, remaining):
         self.process = process
@@ -381,6 +458,7 @@ class _Worker:
         self.batches: Dict[int, tuple] = {}   # batch id -> (task ids, segments, message size)
         self.remaining = remaining             # tasks it may still take (max_tasks_per_child)
         self.retiring = False
+        self.init_error: Optional[str] = None   # its initializer failed (traceback text)
         self.eof = False
 
 
@@ -388,12 +466,16 @@ class _Worker:
 class _PoolCore:
     """State shared by the executor (its facade) and the manager thread."""
 
-    def __init__(self, max_workers, ctx, init_payload, max_tasks, shm_threshold, fory_options,
+    def __init__(self, max_workers, ctx, init, max_tasks, shm_threshold, fory_options,
                  max_batch=DEFAULT_MAX_BATCH_SIZE):
         self.max_workers = max_workers
         self.max_batch = max_batch
         self.ctx = ctx
-        self.init_payload = init_payload
+        self.init = init
+        # spawn and forkserver workers start when work needs them (fork: all at once, as
+        # the standard library does: forking once threads run is unsafe)
+        self.dynamic = ctx.get_start_method(allow_none=False) != "fork"
+        self.idle_credits = 0      # results delivered and not yet matched by a submit
         self.max_tasks = max_tasks
         self.shm_threshold = shm_threshold if _shm_supported() else None
         self.fory_options = fory_options
@@ -420,6 +502,7 @@ class _PoolCore:
         self.writer = _ShmWriter(f"pf_{self.token}_p", self.shm_threshold)
         self.parked: Optional[tuple] = None    # a serialized batch waiting for an idle worker
         self.closed_in_child = False
+        self.starting_conn = None
         with _managers_lock:
             _live_cores.add(self)
 
@@ -437,9 +520,14 @@ class _PoolCore:
         if self.closed_in_child:
             return
         self.closed_in_child = True
-        for worker in self.workers.values():
+        # the parent's end of the pipe of the worker being forked: kept open in that worker,
+        # it would never see end of file when the parent dies
+        conns = [worker.conn for worker in self.workers.values()]
+        if self.starting_conn is not None:
+            conns.append(self.starting_conn)
+        for conn in conns:
             try:
-                worker.conn.close()
+                conn.close()
             except OSError:
                 pass
         fds = (self.wake_r, self.wake_w)
@@ -455,14 +543,25 @@ class _PoolCore:
     # -- worker processes --
     def start_worker(self):
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
-        config = (self.token, self.fory_options, self.init_payload, self.shm_threshold,
+        config = (self.token, self.fory_options, self.init, self.shm_threshold,
                   self.max_tasks)
         process = self.ctx.Process(target=_worker_main, args=(child_conn, config))
+        self.starting_conn = parent_conn   # closed in a forked child (see close_in_forked_child)
         try:
             process.start()
         finally:
+            self.starting_conn = None
             child_conn.close()
         self.workers[process.pid] = _Worker(process, parent_conn, self.max_tasks)
+
+    def adjust_workers(self):
+        """On submit (lock held), as the standard library does: when a result came back
+        since the last submit, a worker is idle and takes the task; otherwise start one
+        more worker, up to max_workers."""
+        if self.idle_credits > 0:
+            self.idle_credits -= 1
+        elif len(self.workers) < self.max_workers and self.broken is None:
+            self.start_worker()
 
     # -- the manager thread --
     def run(self):
@@ -483,7 +582,8 @@ class _PoolCore:
                 self.join_workers()
                 return
             waitables: list = [self.wake_r]
-            for worker in self.workers.values():
+            # snapshots of self.workers here and below: submit() may add a worker meanwhile
+            for worker in list(self.workers.values()):
                 if not worker.eof:
                     waitables.append(worker.conn)
                 waitables.append(worker.process.sentinel)
@@ -537,7 +637,7 @@ class _PoolCore:
     def free_workers(self):
         """(idle workers, busy workers that may take one more small batch)."""
         idle, busy = [], []
-        for worker in self.workers.values():
+        for worker in list(self.workers.values()):
             if worker.retiring or worker.remaining == 0 or worker.eof:
                 continue
             if not worker.batches:
@@ -702,14 +802,18 @@ class _PoolCore:
                 for work_id in task_ids:
                     self.complete((work_id, False, body, (), tb))
         elif kind == _INIT_FAILED:
-            self.terminate_broken(None, record[1])
-            return False
+            # the pool breaks when this worker has exited (by itself, as in the stdlib),
+            # so that what its initializer queued (a log record in a multiprocessing.Queue)
+            # has been flushed by then; it gets no task meanwhile
+            worker.retiring = True
+            worker.init_error = record[1]
         return True
 
     def complete(self, result):
         work_id, ok, body, segments, tb = result
         with self.lock:
             item = self.items.pop(work_id, None)
+            self.idle_credits += 1
         if item is None:
             for name, _ in segments:
                 _shm_unlink(name)
@@ -720,8 +824,10 @@ class _PoolCore:
             buffers = _attach_all(segments) if segments else None
             value = self.fory.loads(body, buffers=buffers)
         except BaseException as e:
-            e.__cause__ = _RemoteTraceback(_format_tb(e))
-            future.set_exception(e)
+            error = payload_error(e, "loading the result")
+            if error is e:
+                e.__cause__ = _RemoteTraceback(_format_tb(e))
+            future.set_exception(error)
             return
         if ok:
             future.set_result(value)
@@ -743,6 +849,10 @@ class _PoolCore:
             self.receive(worker)
         if self.broken is not None:
             return False
+        if worker.init_error is not None:
+            worker.process.join(1)
+            self.terminate_broken(None, worker.init_error)
+            return False
         if worker.batches or not worker.retiring:
             worker.process.join(1)
             exitcode = worker.process.exitcode
@@ -753,8 +863,10 @@ class _PoolCore:
         self.workers.pop(pid, None)
         worker.process.join()
         worker.conn.close()
-        if not self.should_stop() and len(self.workers) < self.max_workers:
-            self.start_worker()
+        if not self.should_stop():
+            with self.lock:   # submit() may start workers too
+                if len(self.workers) < self.max_workers:
+                    self.start_worker()
         return True
 
     def terminate_broken(self, message, cause_text):
@@ -779,19 +891,21 @@ class _PoolCore:
             except Exception:  # cancelled or already done
                 pass
         del items
-        for worker in self.workers.values():
-            if worker.process.is_alive():
+        for worker in list(self.workers.values()):
+            if worker.process.is_alive() and not worker.retiring:
                 worker.process.terminate()
         self.join_workers(send_exit=False)
 
     def join_workers(self, send_exit=True):
-        for worker in self.workers.values():
+        with self.lock:   # no submit() starts a worker from now on
+            self.shutdown_requested = True
+        for worker in list(self.workers.values()):
             if send_exit:
                 try:
                     worker.conn.send_bytes(self.framer.dumps((_EXIT, -1, (), b"")))
                 except (OSError, ValueError, AttributeError):
                     pass
-        for worker in self.workers.values():
+        for worker in list(self.workers.values()):
             worker.process.join(10)
             if worker.process.is_alive():  # pragma: no cover - a worker stuck in user code
                 worker.process.kill()
@@ -828,7 +942,8 @@ class ProcessPoolExecutor(Executor):
             shared memory (default 1 MiB); None to send everything through the pipe.
         max_batch_size: at most this many tasks per message to a worker (default 512);
             1 sends every task on its own (see the module doc: batching).
-        **fory_options: ``pyfory.Fory`` options (default ``ref=True, strict=False``).
+        **fory_options: ``pyfory.Fory`` options (default ``ref=True, strict=False,
+            max_depth=1024``: nesting as deep as pickle allows).
     """
 
     def __init__(self, max_workers: Optional[int] = None, mp_context=None,
@@ -861,15 +976,15 @@ class ProcessPoolExecutor(Executor):
             raise ValueError("shared_memory_threshold must be >= 0 or None")
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError("max_batch_size must be an integer >= 1")
-        options = {"ref": True, "strict": False}
+        options = {"ref": True, "strict": False, "max_depth": DEFAULT_MAX_DEPTH}
         options.update(fory_options)
-        fory = pyfory.Fory(**options)   # fail early on bad options
-        init_payload = None
+        pyfory.Fory(**options)   # fail early on bad options
+        init = None
         if initializer is not None:
-            init_payload = fory.dumps((initializer, tuple(initargs)))
+            init = _Initializer(initializer, tuple(initargs), options)
         self._max_workers = max_workers
         self._mp_context = mp_context
-        self._core = _PoolCore(max_workers, mp_context, init_payload, max_tasks_per_child,
+        self._core = _PoolCore(max_workers, mp_context, init, max_tasks_per_child,
                                shared_memory_threshold, options, max_batch_size)
         self._started = False
         core = self._core
@@ -881,13 +996,21 @@ class ProcessPoolExecutor(Executor):
         return {pid: w.process for pid, w in list(self._core.workers.items())}
 
     @property
+    def _executor_manager_thread(self) -> Optional[threading.Thread]:
+        """The thread that sends work and reads results (the stdlib's name for its own)."""
+        return self._core.thread
+
+    @property
     def _broken(self):
         return self._core.broken or False
 
     def _start(self):
         core = self._core
-        for _ in range(self._max_workers):
-            core.start_worker()
+        if core.dynamic:
+            core.adjust_workers()
+        else:
+            for _ in range(self._max_workers):
+                core.start_worker()
         thread = threading.Thread(target=core.run, name="pyfory-ProcessPoolExecutor-manager",
                                   daemon=True)
         core.thread = thread
@@ -909,6 +1032,8 @@ class ProcessPoolExecutor(Executor):
             core.pending.append(work_id)
             if not self._started:
                 self._start()
+            elif core.dynamic:
+                core.adjust_workers()
         if core.sleeping:
             core.wakeup()
         return future

@@ -47,6 +47,8 @@ from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _reduction
 from typing import Any, Dict, Iterator, Optional
 
+from pyfory.integrations import DEFAULT_MAX_DEPTH
+
 import pyfory
 from pyfory import Serializer, TypeInfo
 from pyfory.resolver import D_USER_NAME
@@ -59,7 +61,7 @@ _OOB_MIN = 1 << 16
 # type descriptors of objects handed to the stock pickler: "<prefix><module>:<qualname>"
 _HANDOFF_PREFIX = "pyfory.mp:"
 
-_DEFAULT_OPTIONS: Dict[str, Any] = {"ref": True, "strict": False}
+_DEFAULT_OPTIONS: Dict[str, Any] = {"ref": True, "strict": False, "max_depth": DEFAULT_MAX_DEPTH}
 
 _lock = threading.RLock()
 
@@ -261,7 +263,7 @@ def _reader(tls, max_depth):
     readers = tls.readers
     fory = readers.get(max_depth)
     if fory is None:
-        options = {"ref": True, "strict": False}
+        options = dict(_DEFAULT_OPTIONS)
         if max_depth is not None:
             options["max_depth"] = max_depth
         fory = readers[max_depth] = _new_fory(options)
@@ -478,7 +480,7 @@ def _do_install(options: Dict[str, Any], propagate: bool):
     # what a reader needs: its max_depth; whether (and how) a child installs in turn
     child_options = {k: v for k, v in merged.items()
                      if k != "policy" and (k not in _DEFAULT_OPTIONS or _DEFAULT_OPTIONS[k] != v)}
-    if merged.get("max_depth") is None and not child_options and propagate:
+    if merged.get("max_depth") == DEFAULT_MAX_DEPTH and not child_options and propagate:
         _state.wire_opts = None
     else:
         _state.wire_opts = (merged.get("max_depth"), propagate,
@@ -509,8 +511,9 @@ def install(*, propagate: bool = True, **fory_options) -> None:
     """Make multiprocessing serialize through pyfory in this process.
 
     fory_options are the ``pyfory.Fory`` options (ref, strict, compatible, max_depth,
-    policy); the defaults are ``ref=True, strict=False``, as pickle and cloudpickle
-    behave. Calling it again replaces the options. ``propagate``: child processes that
+    policy); the defaults are ``ref=True, strict=False, max_depth=1024``, as pickle and
+    cloudpickle behave (``pyfory.integrations.DEFAULT_MAX_DEPTH``: as deep as pickle
+    goes). Calling it again replaces the options. ``propagate``: child processes that
     receive pyfory data install the swap too (with the same options, without ``policy``),
     so what they send back goes through pyfory as well.
     """

@@ -29,14 +29,21 @@ def shm_segments():
     return {name for name in os.listdir(SHM_DIR) if name.startswith("pf_")}
 
 
+def wait_for(predicate, timeout=TIMEOUT):
+    """Poll predicate until it holds (True) or timeout seconds passed (its last value)."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
 @pytest.fixture
 def no_leaked_segments():
     before = shm_segments()
     yield
-    deadline = time.monotonic() + 5
-    while shm_segments() - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert shm_segments() - before == set()
+    # segments are unlinked as their results are read, or by the workers' exit: wait for
+    # that event (generously: a loaded machine is slow), not for a fixed time
+    assert wait_for(lambda: not shm_segments() - before, 30), shm_segments() - before
 
 
 # ---- helpers that workers import by name ---------------------------------------------------
@@ -277,7 +284,7 @@ def test_shutdown_cancel_futures(no_leaked_segments):
     pool = ProcessPoolExecutor(1, mp_context=ctx("fork"))
     running = pool.submit(sleep_then, 1.0, "done")
     pending = [pool.submit(identity, big) for _ in range(20)]
-    time.sleep(0.2)
+    assert wait_for(running.running)
     pool.shutdown(wait=True, cancel_futures=True)
     assert running.result(TIMEOUT) == "done"
     cancelled = [f for f in pending if f.cancelled()]
@@ -294,7 +301,7 @@ def test_cancel_pending_and_shutdown_without_wait(no_leaked_segments):
     big = np.ones(1 << 18)
     pool = ProcessPoolExecutor(1, mp_context=ctx("fork"))
     blocker = pool.submit(sleep_then, 0.5, 1)
-    time.sleep(0.1)
+    assert wait_for(blocker.running)
     victims = [pool.submit(identity, big) for _ in range(5)]
     assert any(f.cancel() for f in victims)
     survivor = pool.submit(square, 7)
@@ -302,10 +309,7 @@ def test_cancel_pending_and_shutdown_without_wait(no_leaked_segments):
     assert survivor.result(TIMEOUT) == 49 and blocker.result(TIMEOUT) == 1
     for f in victims:
         assert f.cancelled() or np.array_equal(f.result(TIMEOUT), big)
-    deadline = time.monotonic() + 10
-    while pool._processes and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not pool._processes
+    assert wait_for(lambda: not pool._processes)
 
 
 @pytest.mark.timeout(TIMEOUT)
@@ -356,11 +360,12 @@ def test_worker_killed_mid_task_breaks_the_pool(method, no_leaked_segments):
 @pytest.mark.timeout(TIMEOUT)
 def test_worker_killed_from_outside(no_leaked_segments):
     pool = ProcessPoolExecutor(2, mp_context=ctx("spawn"))
-    assert pool.submit(square, 3).result(TIMEOUT) == 9
+    busy = pool.submit(sleep_then, 0.5, 1)   # two tasks at once: two workers start
+    assert pool.submit(square, 3).result(TIMEOUT) == 9 and busy.result(TIMEOUT) == 1
     pids = set(pool._processes)
     assert len(pids) == 2
     running = pool.submit(sleep_then, 30)
-    time.sleep(0.3)
+    assert wait_for(running.running)
     os.kill(next(iter(pids)), signal.SIGKILL)
     with pytest.raises(BrokenProcessPool):
         running.result(TIMEOUT)
@@ -385,6 +390,77 @@ def test_initializer_failure_breaks_the_pool():
     with pytest.raises(BrokenProcessPool):
         pool.submit(square, 2)
     pool.shutdown()
+
+
+# ---- workers on demand, initializer at worker start, payloads that raise SystemExit ------
+@pytest.mark.timeout(TIMEOUT)
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "fork"])
+def test_workers_start_on_demand_and_idle_ones_are_reused(method):
+    with ProcessPoolExecutor(4, mp_context=ctx(method)) as pool:
+        assert not pool._processes                     # nothing before the first submit
+        for i in range(5):                             # one at a time: one worker does it all
+            assert pool.submit(square, i).result(TIMEOUT) == i * i
+        assert len(pool._processes) == 1
+        blockers = [pool.submit(sleep_then, 0.5, i) for i in range(4)]   # four at once
+        assert [f.result(TIMEOUT) for f in blockers] == [0, 1, 2, 3]
+        assert 2 <= len(pool._processes) <= 4
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_fork_pool_starts_every_worker_at_first_submit():
+    with ProcessPoolExecutor(3, mp_context=ctx("fork")) as pool:
+        assert pool.submit(square, 2).result(TIMEOUT) == 4
+        assert len(pool._processes) == 3
+
+
+def put_in_queue(q, value):
+    q.put(value)
+
+
+@pytest.mark.timeout(TIMEOUT)
+@pytest.mark.parametrize("method", METHODS)
+def test_initializer_gets_what_may_only_be_inherited(method):
+    # a multiprocessing.Queue may only be handed over when the worker starts, as the
+    # stdlib's initargs are
+    mp = ctx(method)
+    q = mp.Queue()
+    with ProcessPoolExecutor(1, mp_context=mp, initializer=put_in_queue, initargs=(q, "ready")) as pool:
+        assert pool.submit(square, 3).result(TIMEOUT) == 9
+        assert q.get(timeout=TIMEOUT) == "ready"
+    # what the stock pickler cannot send still works: a lambda initializer, by pyfory
+    box = []
+    with ProcessPoolExecutor(1, mp_context=ctx("spawn"),
+                             initializer=lambda: init_global(len(box) + 41)) as pool:
+        assert pool.submit(get_global).result(TIMEOUT) == 41
+
+
+def exit_now():
+    raise SystemExit(3)
+
+
+class ExitsWhenLoaded:
+    def __reduce__(self):
+        return (exit_now, ())
+
+
+def return_exits_when_loaded():
+    return ExitsWhenLoaded()
+
+
+@pytest.mark.timeout(TIMEOUT)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_system_exit_from_a_payload_is_not_a_task_outcome(method):
+    from pyfory.error import DeserializationError
+
+    with ProcessPoolExecutor(1, mp_context=ctx(method)) as pool:
+        # raised while the worker loads the task, and while the parent loads the result
+        for future in (pool.submit(identity, ExitsWhenLoaded()), pool.submit(return_exits_when_loaded)):
+            with pytest.raises(DeserializationError, match="raised SystemExit: 3"):
+                future.result(TIMEOUT)
+        # the pool is still sound; a task that itself raises SystemExit reports it, as the stdlib
+        assert pool.submit(square, 5).result(TIMEOUT) == 25
+        with pytest.raises(SystemExit):
+            pool.submit(exit_now).result(TIMEOUT)
 
 
 # ---- max_tasks_per_child and arguments ---------------------------------------------------

@@ -492,7 +492,7 @@ def test_interpreter_exit_and_kill_leave_no_workers(tmp_path):
 
 
 def test_worker_command_with_concurrency():
-    with fzmq.Executor(**HB) as ex:
+    with fzmq.Executor(insecure=True, **HB) as ex:  # hand-started workers hold no credentials
         cli = _worker_cli(ex.address, "--concurrency", "2")
         try:
             assert ex.wait_for_workers(2, START)
@@ -506,7 +506,7 @@ def test_worker_command_with_concurrency():
 
 
 def test_strict_worker_runs_only_allowed_functions_on_plain_data():
-    with fzmq.Executor(**HB) as ex:
+    with fzmq.Executor(insecure=True, **HB) as ex:  # hand-started workers hold no credentials
         cli = _worker_cli(ex.address, "--strict", "--allow", f"{__name__}:add", "--allow",
                           f"{__name__}:point_*", "--register", f"{__name__}:Point")
         try:
@@ -535,7 +535,7 @@ def test_policy_reaches_local_workers():
 
 
 def test_worker_policy_option():
-    with fzmq.Executor(**HB) as ex:
+    with fzmq.Executor(insecure=True, **HB) as ex:  # hand-started workers hold no credentials
         cli = _worker_cli(ex.address, "--policy", f"{__name__}:DenyPosix")
         try:
             assert ex.wait_for_workers(1, START)
