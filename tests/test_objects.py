@@ -40,6 +40,8 @@ from pyfory.error import (
 
 PY310 = sys.version_info >= (3, 10)
 PY311 = sys.version_info >= (3, 11)
+# enum's pickle-by-name helper (3.12, and 3.11 from 3.11.3 on)
+PICKLE_BY_ENUM_NAME = getattr(enum, "pickle_by_enum_name", None)
 needs_310 = pytest.mark.skipif(not PY310, reason="dataclass(slots=True) is new in Python 3.10")
 
 
@@ -324,11 +326,11 @@ class ReducedEnum(enum.Enum):
         return getattr, (type(self), self.name)
 
 
-if PY311:
+if PICKLE_BY_ENUM_NAME is not None:
     class ByNameEnum(enum.Enum):
         X = 1
         Y = 2
-        __reduce_ex__ = enum.pickle_by_enum_name
+        __reduce_ex__ = PICKLE_BY_ENUM_NAME
 
 
 class AppError(Exception):
@@ -1048,7 +1050,7 @@ ENUM_MEMBERS = [
     Perm(0), Perm.R | Perm.W | Perm.X, IPerm.X, IPerm.R | IPerm.X, IPerm(0), Aliased.UNO,
     ReducedEnum.B,
 ]
-if PY311:
+if PICKLE_BY_ENUM_NAME is not None:
     ENUM_MEMBERS.append(ByNameEnum.Y)
 
 
