@@ -8,7 +8,8 @@
     import pyfory.integrations.dask as fory_dask
     client = Client(cluster, serializers=["pyfory", "dask", "pickle"],
                     deserializers=["pyfory", "dask", "pickle", "error"])
-    # or, the same with a check that every worker has the family:
+    # a worker without the preload then fails such a transfer with an error naming it;
+    # or, the same with a check up front that every worker has the family:
     client = fory_dask.connect(cluster)
 
 The family ``"pyfory"``
@@ -28,18 +29,29 @@ A worker that lacks the family
 ------------------------------
 Dask looks a family up by name, outside its own error handling, when it reads or writes a
 message; a worker that never imported this module fails that lookup with a ``KeyError`` in
-its comm. A scatter to it fails with that ``KeyError``; a result fetched from it is worse:
-the comm is dropped, Dask retries the transfer forever and the log fills. Nothing of
-pyfory runs on such a worker, so the check is made from the client:
+its comm. A result fetched from it is the worst case: the comm is dropped, Dask retries
+the transfer forever and the log fills (millions of lines in 20 s). Nothing of pyfory
+runs on such a worker unless the client sends it, so:
 
+- importing this module adds it to Dask's client preloads (the config key
+  ``distributed.client.preload``), so that every ``Client`` made afterwards in this
+  process runs ``dask_setup``; when the client's serializer lists name ``"pyfory"``, it
+  registers a worker plugin (present and future workers) that, on a worker without the
+  family, registers a stand-in of that name (see ``_stand_in_plugin``). A result, gather
+  or compute from that worker then fails at once with a ``TypeError`` (from Dask's
+  ``"error"`` deserializer) whose message names ``--preload pyfory.integrations.dask``,
+  a scatter to it fails with that message, and nothing retries. A ``Client`` given its
+  own ``preload=`` list, or made before this import, does not get the stand-in;
 - ``connect(address, **client_kwargs)`` makes the ``Client`` with the serializer lists
   above and then calls ``check_workers``;
 - ``check_workers(client)`` runs a probe on every worker (``client.run``; the probe travels
   by value, so it does not import this module there) and raises ``MissingPreloadError``
-  naming the workers that lack the family. Workers that join later are not checked;
+  naming the workers that lack the family (the stand-in is not the family). Workers that
+  join later are not checked (they get the stand-in);
 - ``install(client)`` (or ``connect(..., install_on_workers=True)``) registers a worker
   plugin that imports this module on every worker, present and future (the plugin travels
-  by Dask's own pickle and needs this package installed on the workers).
+  by Dask's own pickle and needs this package installed on the workers); the real family
+  replaces the stand-in.
 
 Task graphs (opt-in)
 --------------------
@@ -68,6 +80,7 @@ import threading
 from typing import Any, Dict, List, Tuple
 
 try:
+    import dask
     import distributed
     from distributed.protocol import pickle as _dask_pickle
     from distributed.protocol.serialize import register_serialization_family
@@ -132,28 +145,127 @@ register_serialization_family(FAMILY, dumps, loads)
 
 
 # ---- workers without the family --------------------------------------------------------
-def _probe_workers(client) -> Dict[str, Any]:
+# how the stand-in's error starts (see _stand_in_plugin), and the way out
+_STAND_IN_MARK = f"pyfory: this Dask worker has no serialization family {FAMILY!r}"
+_FIX = (f"--preload {_MODULE} (or the config key distributed.worker.preload, or "
+        f"LocalCluster(preload=[{_MODULE!r}])), or call {_MODULE}.install(client)")
+
+
+def _run_probe(client, workers=None):
     def family_registered():
         # a local function travels by value (cloudpickle), so running it on a worker does
         # not import this module there, which would register the family and hide the lack
         import sys
 
         serialize = sys.modules.get("distributed.protocol.serialize")
-        return serialize is not None and "pyfory" in serialize.families
+        family = None if serialize is None else serialize.families.get("pyfory")
+        # the client preload's stand-in (see _stand_in_plugin) is no family
+        return family is not None and not getattr(family[0], "pyfory_stand_in", False)
 
-    return client.run(family_registered, on_error="return")
+    try:
+        return client.run(family_registered, workers=workers, on_error="return")
+    except TypeError as e:
+        # a worker with the stand-in could not write its reply with the client's lists
+        if _STAND_IN_MARK not in str(e):
+            raise
+        return None
+
+
+def _probe_workers(client) -> Dict[str, Any]:
+    results = _run_probe(client)
+    if results is None:        # one at a time, to name every worker without the family
+        results = {}
+        for addr in client.ncores():
+            one = _run_probe(client, [addr])
+            results[addr] = False if one is None else one.get(addr)
+    return results
+
+
+def _missing(results) -> List[str]:
+    return sorted(addr for addr, ok in results.items() if ok is not True)
+
+
+def _missing_error(missing) -> MissingPreloadError:
+    return MissingPreloadError(
+        f"the Dask worker(s) {', '.join(missing)} do not have the serialization family "
+        f"{FAMILY!r}, so Dask would retry every transfer to and from them forever: start "
+        f"them with {_FIX}")
 
 
 def check_workers(client) -> None:
     """Raise ``MissingPreloadError`` naming the workers where the family is not registered
     (started without ``--preload pyfory.integrations.dask`` and without ``install``)."""
-    missing = sorted(addr for addr, ok in _probe_workers(client).items() if ok is not True)
+    missing = _missing(_probe_workers(client))
     if missing:
-        raise MissingPreloadError(
-            f"the Dask worker(s) {', '.join(missing)} do not have the serialization family "
-            f"{FAMILY!r}, so Dask would retry every transfer to and from them forever: start "
-            f"them with --preload {_MODULE} (or the config key distributed.worker.preload, "
-            f"or LocalCluster(preload=[{_MODULE!r}])), or call {_MODULE}.install(client)")
+        raise _missing_error(missing)
+
+
+def _uses_family(client) -> bool:
+    # the client's connection pool holds its lists; the deserializers go to the workers
+    # with each request, as the families they must write the reply with
+    pool = client.rpc
+    return any(names is not None and FAMILY in names
+               for names in (pool.serializers, pool.deserializers))
+
+
+def _stand_in_plugin(client_id: str) -> distributed.WorkerPlugin:
+    """A worker plugin that gives a worker without the family a stand-in of that name.
+
+    Dask looks the family up by name on the worker; when it is missing, the lookup fails
+    in the comm and Dask retries forever. The stand-in is found instead: its writer and
+    reader raise an error naming the preload, which Dask turns into an ``"error"`` frame
+    for the client (a ``TypeError`` carrying the message, from the ``"error"``
+    deserializer) or a failed scatter. The plugin and its functions are local, so Dask's
+    cloudpickle sends them by value: the worker imports nothing of pyfory (importing this
+    module there would register the real family, hiding the lack until the next worker).
+    """
+    hint = f"{_STAND_IN_MARK} (asked for by the client {client_id}): start it with {_FIX}"
+    family = FAMILY
+
+    class MissingFamily(distributed.WorkerPlugin):
+        name = "pyfory-missing-family"
+
+        def setup(self, worker) -> None:
+            import importlib
+
+            serialize = importlib.import_module("distributed.protocol.serialize")
+            if family in serialize.families:
+                return
+
+            def refuse(*args, **kwargs):
+                raise RuntimeError(hint + f" (worker {worker.address})")
+
+            refuse.pyfory_stand_in = True
+            serialize.register_serialization_family(family, refuse, refuse)
+
+    return MissingFamily()
+
+
+async def dask_setup(dask_object) -> None:
+    """Dask's preload hook. As a worker preload (``--preload``) importing this module was
+    the whole point. As a client preload (importing this module adds it to
+    ``distributed.client.preload``), a ``Client`` whose serializer lists name the family
+    registers ``_stand_in_plugin`` while it starts, for present and future workers."""
+    if isinstance(dask_object, distributed.Client) and _uses_family(dask_object):
+        client = dask_object
+        plugin = _stand_in_plugin(str(client.id))
+        # Client.register_plugin, from inside the client's event loop (it has no
+        # asynchronous form); Dask's own pickle (not the task-graph envelope, which would
+        # import this module on the workers)
+        pickle_dumps = _original_dumps or _dask_pickle.dumps
+        await client.scheduler.register_worker_plugin(
+            plugin=pickle_dumps(plugin), name=plugin.name, idempotent=False)
+
+
+def _add_client_preload() -> None:
+    preloads = dask.config.get("distributed.client.preload", None) or []
+    if isinstance(preloads, str):
+        preloads = [preloads]
+    if _MODULE not in preloads:
+        dask.config.set({"distributed.client.preload": [*preloads, _MODULE]})
+
+
+_add_client_preload()
 
 
 SERIALIZERS = (FAMILY, "dask", "pickle")

@@ -109,6 +109,17 @@ def travels_by_value(cls) -> bool:
     return not is_importable(cls)
 
 
+_HEAPTYPE = 1 << 9      # Py_TPFLAGS_HEAPTYPE
+
+
+def rebuildable_by_value(cls) -> bool:
+    """Whether ``by_value_typeinfo`` can rebuild cls on the reader: a heap type (a class
+    statement, a metaclass call). A static type is defined in C (for instance
+    ``numpy._ArrayFunctionDispatcher``): its slots are C functions that no class body
+    recreates, so written by value it would load as a broken class."""
+    return bool(getattr(cls, "__flags__", 0) & _HEAPTYPE)
+
+
 
 # ---- class tracker ----------------------------------------------------------------------
 # Keyed by id (with a weak reference to check it): a class whose metaclass defines __eq__
@@ -498,6 +509,7 @@ __all__ = [
     "unregister_pickle_by_value",
     "list_registry_pickle_by_value",
     "travels_by_value",
+    "rebuildable_by_value",
     "by_value_typeinfo",
     "read_class_skeleton",
     "tracker_id",

@@ -30,7 +30,7 @@ from pyfory import classes
 from pyfory import schema as _schema
 from pyfory._core import Serializer, TypeInfo
 from pyfory._objects import NamedTupleSerializer, ObjectSerializer
-from pyfory._reduce import ReduceSerializer, lookup_global
+from pyfory._reduce import ReduceSerializer, lookup_global, reduce_object
 from pyfory.arrays import ArraySerializer
 from pyfory.error import (
     LimitExceededError,
@@ -125,6 +125,9 @@ def serializer_for_class(fory, cls) -> Serializer:
 # ---- naming classes ----------------------------------------------------------------------
 def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
     """Non-strict mode: how to name cls (by reference or by value) and its serializer."""
+    if (classes.travels_by_value(cls) and not classes.rebuildable_by_value(cls)
+            and not issubclass(cls, type)):
+        return _global_only_typeinfo(resolver, cls)
     ser = serializer_for_class(resolver.fory, cls)
     if classes.travels_by_value(cls):
         return classes.by_value_typeinfo(resolver, cls, ser)
@@ -132,6 +135,37 @@ def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
         raise SerializationError(f"cannot serialize class {cls.__module__}.{cls.__qualname__}: "
                                  "it cannot be imported by name")
     return TypeInfo(cls, ser, D_NAME, module=cls.__module__, qualname=cls.__qualname__)
+
+
+class GlobalOnlySerializer(ReduceSerializer):
+    """Instances of a class defined in C that neither imports by name nor travels by value
+    (``numpy._ArrayFunctionDispatcher``, the class of ``np.linalg.norm``). Pickle writes
+    such an object only when its reduce gives a global name, and then only that name;
+    so does this serializer, under the type id of ``builtin_function_or_method``, whose
+    reader looks the name up the same way (docs/format.md §9.2). Any other reduce is a
+    SerializationError at dumps."""
+
+    def write(self, ctx, obj):
+        try:
+            rv = reduce_object(obj)
+        except Exception as e:
+            rv = e
+        if not isinstance(rv, str):
+            cls = type(obj)
+            raise SerializationError(
+                f"cannot serialize {cls.__module__}.{cls.__qualname__} object {obj!r}: its "
+                "class is defined in C and cannot be imported by name (nor rebuilt by value), "
+                f"and its reduce does not name a global ({rv!r})") from (
+                    rv if isinstance(rv, Exception) else None)
+        ReduceSerializer.write(self, ctx, obj)
+
+
+def _global_only_typeinfo(resolver, cls) -> TypeInfo:
+    carrier = resolver.get_typeinfo(types.BuiltinFunctionType)
+    info = TypeInfo(cls, GlobalOnlySerializer(resolver.fory, cls, strict_ok=False), carrier.kind,
+                    type_id=carrier.type_id)
+    info.strict_refused = True
+    return info
 
 
 def import_class(resolver, module: str, qualname: str):

@@ -1687,3 +1687,54 @@ def test_mixed_graph(ref):
     assert out["ns"] == value["ns"]
     assert _exc_state(out["err"]) == _exc_state(value["err"])
     assert out["cls"] is Outer.Inner
+
+
+# ---- objects whose class is defined in C and cannot be imported by name ----------------
+def test_c_class_object_reducing_to_a_name_travels_as_that_global():
+    np = pytest.importorskip("numpy")
+    norm = np.linalg.norm
+    cls = type(norm)                     # numpy._ArrayFunctionDispatcher: static, unimportable
+    assert pyfory.classes.travels_by_value(cls) and not pyfory.classes.rebuildable_by_value(cls)
+    assert isinstance(norm.__reduce__(), str)
+    for ref in (False, True):
+        data = pyfory.Fory(strict=False, ref=ref).dumps([norm, norm, np.linalg.svd])
+        out = pyfory.Fory(strict=False, ref=ref).loads(data)
+        assert out[0] is norm and out[1] is norm and out[2] is np.linalg.svd
+    data = pyfory.Fory(strict=False).dumps(norm)
+    assert len(data) < 100                       # the name only (was 1,305 bytes: the class)
+    assert cls.__qualname__.encode() not in data
+    # strict mode refuses it both ways, as it refuses any global
+    with pytest.raises(pyfory.error.TypeNotRegisteredError):
+        pyfory.Fory().dumps(norm)
+    with pytest.raises(pyfory.error.TypeNotRegisteredError, match="strict mode refuses"):
+        pyfory.Fory().loads(data)
+
+
+def test_c_class_object_read_without_its_module_names_the_module(tmp_path):
+    pytest.importorskip("numpy")
+    import subprocess
+
+    import numpy as np
+
+    payload = tmp_path / "norm.fory"
+    payload.write_bytes(pyfory.Fory(strict=False).dumps(np.linalg.norm))
+    script = ("import sys; sys.modules['numpy'] = None\n"
+              "import pyfory\n"
+              f"pyfory.Fory(strict=False).loads(open({str(payload)!r}, 'rb').read())\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "numpy" in proc.stderr.splitlines()[-1]
+    assert "__get__" not in proc.stderr
+
+
+def test_c_class_object_without_a_global_name_fails_at_dumps():
+    import socket
+
+    capsule = getattr(socket, "CAPI", None)
+    if capsule is None:
+        pytest.skip("socket.CAPI is not available")
+    cls = type(capsule)                          # PyCapsule: static, not importable by name
+    assert pyfory.classes.travels_by_value(cls) and not pyfory.classes.rebuildable_by_value(cls)
+    with pytest.raises(pyfory.error.SerializationError, match="defined in C"):
+        pyfory.Fory(strict=False).dumps({"capsule": capsule})
