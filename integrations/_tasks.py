@@ -13,16 +13,22 @@ from typing import Any, Callable, List, Optional
 from pyfory.error import DeserializationError
 
 try:
-    from concurrent.futures.process import _RemoteTraceback as _StdRemoteTraceback
+    # the futures executor's causes are the stdlib's own class (CPython's tests check the type)
+    from concurrent.futures.process import _RemoteTraceback
 except ImportError:  # pragma: no cover - a Python without the stdlib process pool
-    class _StdRemoteTraceback(Exception):
-        pass
+    class _RemoteTraceback(Exception):
+        def __init__(self, tb: str):
+            self.tb = tb
+
+        def __str__(self) -> str:
+            return self.tb
 
 
 # ---- remote tracebacks --------------------------------------------------------------------
-class RemoteTraceback(_StdRemoteTraceback):
-    """Set as ``__cause__`` of an exception raised by a task: the worker's traceback text.
-    An instance of the standard library's ``_RemoteTraceback`` as well."""
+class RemoteTraceback(_RemoteTraceback):
+    """Set as ``__cause__`` of an exception raised by a zmq task: the worker's traceback
+    text. A subclass of the standard library's ``_RemoteTraceback``, which the futures
+    executor sets, as the stdlib's does."""
 
     def __init__(self, tb: str):
         Exception.__init__(self, tb)
@@ -30,11 +36,6 @@ class RemoteTraceback(_StdRemoteTraceback):
 
     def __str__(self) -> str:
         return self.tb
-
-
-class _RemoteTraceback(RemoteTraceback):
-    """The same, under the name the standard library's ProcessPoolExecutor gives it (the
-    futures executor's causes look like the stdlib's)."""
 
 
 def traceback_text(exc: BaseException) -> str:

@@ -23,8 +23,8 @@ def test_remote_traceback_capture_and_rebuild():
     rebuilt = _tasks.with_remote_traceback(exc, tb, _tasks._RemoteTraceback)
     assert rebuilt is exc
     cause = exc.__cause__
-    assert type(cause).__name__ == "_RemoteTraceback"
-    assert isinstance(cause, _tasks.RemoteTraceback) and isinstance(cause, StdRemoteTraceback)
+    assert type(cause) is StdRemoteTraceback
+    assert issubclass(_tasks.RemoteTraceback, StdRemoteTraceback)
     assert cause.tb == str(cause) == f'\n"""\n{tb}"""'
     assert exc.remote_traceback == tb
     # no traceback text: no cause
