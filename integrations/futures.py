@@ -57,7 +57,6 @@ import secrets
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from concurrent.futures import Executor, Future
@@ -66,19 +65,20 @@ from functools import partial
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from pyfory.integrations import DEFAULT_MAX_DEPTH
-from pyfory.integrations._tasks import payload_error
+from pyfory.integrations._tasks import (
+    _RemoteTraceback,
+    batch_size,
+    capture,
+    encode_batch,
+    error_text,
+    payload_error,
+    quoted,
+    task_seconds_average,
+    traceback_text,
+    with_remote_traceback,
+)
 
 import pyfory
-
-try:
-    from concurrent.futures.process import _RemoteTraceback
-except ImportError:  # pragma: no cover
-    class _RemoteTraceback(Exception):
-        def __init__(self, tb):
-            self.tb = tb
-
-        def __str__(self):
-            return self.tb
 
 try:
     import _posixshmem
@@ -257,25 +257,18 @@ def _attach_all(segments) -> list:
 
 
 # ---- the worker -------------------------------------------------------------------------------
-def _format_tb(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return '\n"""\n%s"""' % text
-
-
 def _encode_exception(fory, exc: BaseException):
     """(payload, traceback text) for an exception, as the stdlib's _ExceptionWithTraceback."""
-    tb = _format_tb(exc)
-    exc.__traceback__ = None
+    tb = capture(exc)
     try:
         return fory.dumps(exc), tb
     except BaseException as e:
         # the exception itself cannot be serialized: send that error instead
-        tb2 = _format_tb(e)
-        e.__traceback__ = None
+        tb2 = capture(e)
         try:
             return fory.dumps(e), tb2
         except BaseException:
-            return fory.dumps(RuntimeError(f"{type(exc).__name__}: {exc}")), tb
+            return fory.dumps(RuntimeError(error_text(exc))), tb
 
 
 _PARENT_POLL_SECONDS = 0.25
@@ -363,7 +356,7 @@ def _worker_main(conn, config):
         except BaseException as e:
             LOGGER.critical("Exception in initializer:", exc_info=True)
             try:
-                conn.send_bytes(framer.dumps((_INIT_FAILED, _format_tb(e))))
+                conn.send_bytes(framer.dumps((_INIT_FAILED, quoted(traceback_text(e)))))
             except OSError:
                 pass
             return
@@ -572,7 +565,7 @@ class _PoolCore:
             self.framer = pyfory.Fory()
             self.loop()
         except BaseException as e:  # a bug here must not leave futures hanging
-            self.terminate_broken(f"the pool's manager thread failed: {e!r}", _format_tb(e))
+            self.terminate_broken(f"the pool's manager thread failed: {e!r}", quoted(traceback_text(e)))
             raise
 
     def loop(self):
@@ -626,13 +619,8 @@ class _PoolCore:
     def batch_size(self, n_pending: int) -> int:
         """Tasks per message: one, unless the pool is saturated with short tasks (then
         enough for about _BATCH_SECONDS of work, at most max_batch_size)."""
-        n_workers = max(1, len(self.workers))
-        if (self.max_batch <= 1 or self.task_seconds is None
-                or n_pending < _SATURATED * n_workers):
-            return 1
-        per_worker = -(-n_pending // n_workers)
-        by_time = int(_BATCH_SECONDS / max(self.task_seconds, 1e-7))
-        return max(1, min(self.max_batch, per_worker, by_time))
+        return batch_size(self.task_seconds, n_pending, len(self.workers), self.max_batch,
+                          _BATCH_SECONDS, _SATURATED)
 
     def free_workers(self):
         """(idle workers, busy workers that may take one more small batch)."""
@@ -709,42 +697,28 @@ class _PoolCore:
             return None
         return self.serialize(items)
 
-    def serialize(self, items):
-        tasks = [(work_id, item.fn, item.args, item.kwargs) for work_id, item in items]
+    def encode_tasks(self, items):
         try:
-            payload = self.fory.dumps(tasks, buffer_callback=self.writer)
+            return self.fory.dumps([(work_id, item.fn, item.args, item.kwargs) for work_id, item in items],
+                                   buffer_callback=self.writer)
         except BaseException:
             self.writer.discard()
-            if len(items) == 1:
-                payload = None
-            else:
-                # find the tasks that cannot be serialized; send the others
-                good = []
-                for work_id, item in items:
-                    try:
-                        self.fory.dumps((item.fn, item.args, item.kwargs))
-                        good.append((work_id, item))
-                    except BaseException as e:
-                        self.fail_unserializable(work_id, item, e)
-                return self.serialize(good) if good else None
+            raise
+
+    def serialize(self, items):
+        # tasks that cannot be serialized fail; the others are sent
+        payload = encode_batch(items, self.encode_tasks, self.fail_unserializable)
         if payload is None:
-            work_id, item = items[0]
-            try:
-                self.fory.dumps((item.fn, item.args, item.kwargs))
-                error = RuntimeError("could not serialize the task")
-            except BaseException as e:
-                error = e
-            self.fail_unserializable(work_id, item, error)
             return None
         segments = self.writer.take()
         batch_id = next(self.batch_ids)
         message = self.framer.dumps((_TASKS, batch_id, segments, payload))
         return [work_id for work_id, _ in items], (batch_id, message), segments
 
-    def fail_unserializable(self, work_id, item, error):
+    def fail_unserializable(self, entry, error):
         # as the stdlib's _SafeQueue does when pickling a call item fails
-        error.__cause__ = _RemoteTraceback(_format_tb(error))
-        error.__traceback__ = None
+        work_id, item = entry
+        with_remote_traceback(error, capture(error), _RemoteTraceback)
         with self.lock:
             self.items.pop(work_id, None)
         item.future.set_exception(error)
@@ -772,17 +746,14 @@ class _PoolCore:
             record = self.framer.loads(message)
             kind = record[0]
         except BaseException as e:
-            self.terminate_broken("a worker sent a malformed message", _format_tb(e))
+            self.terminate_broken("a worker sent a malformed message", quoted(traceback_text(e)))
             return False
         if kind == _RESULTS:
             _, batch_id, results, elapsed = record
             task_ids, segments, _size = worker.batches.pop(batch_id, ((), (), 0))
             for name, _ in segments:
                 _shm_unlink(name)
-            if results:
-                per_task = elapsed / len(results)
-                self.task_seconds = (per_task if self.task_seconds is None
-                                     else 0.7 * self.task_seconds + 0.3 * per_task)
+            self.task_seconds = task_seconds_average(self.task_seconds, elapsed, len(results))
             for result in results:
                 self.complete(result)
             if worker.remaining == 0 and not worker.batches:
@@ -826,15 +797,14 @@ class _PoolCore:
         except BaseException as e:
             error = payload_error(e, "loading the result")
             if error is e:
-                e.__cause__ = _RemoteTraceback(_format_tb(e))
+                with_remote_traceback(e, traceback_text(e), _RemoteTraceback)
             future.set_exception(error)
             return
         if ok:
             future.set_result(value)
         else:
             if isinstance(value, BaseException):
-                value.__cause__ = _RemoteTraceback(tb or "")
-                future.set_exception(value)
+                future.set_exception(with_remote_traceback(value, tb, _RemoteTraceback))
             else:
                 future.set_exception(RuntimeError(f"worker sent a bad exception: {value!r}"))
 

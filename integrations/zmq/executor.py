@@ -21,7 +21,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 import zmq
 from pyfory.integrations import DEFAULT_MAX_DEPTH
-from pyfory.integrations._tasks import payload_error
+from pyfory.integrations._tasks import (
+    batch_size,
+    encode_batch,
+    payload_error,
+    task_seconds_average,
+    with_remote_traceback,
+)
 from pyfory.integrations.zmq.protocol import (
     _ID,
     _SECONDS,
@@ -43,7 +49,6 @@ from pyfory.integrations.zmq.protocol import (
     _describe_callable,
     _parse_tids,
     _task_header,
-    _with_remote_tb,
 )
 from pyfory.integrations.zmq.security import (
     _ZAP_DOMAIN,
@@ -471,10 +476,7 @@ class Executor(_cf.Executor):
             else:
                 del worker.batches[batch]
             if cmd == RESULT:
-                if tids and seconds is not None and seconds >= 0:
-                    per_task = seconds / len(tids)
-                    old = worker.task_seconds
-                    worker.task_seconds = per_task if old is None else 0.7 * old + 0.3 * per_task
+                worker.task_seconds = task_seconds_average(worker.task_seconds, seconds, len(tids))
                 self._results(tasks, frames[2:], worker)
             else:
                 self._batch_failed(tasks, frames[2:], worker)
@@ -553,9 +555,9 @@ class Executor(_cf.Executor):
         if status == ST_OK:
             self._finish(task, result=payload)
         elif status == ST_ERROR and type(payload) is dict and isinstance(payload.get("exc"), BaseException):
-            self._finish(task, exc=_with_remote_tb(payload["exc"], str(payload.get("tb", ""))))
+            self._finish(task, exc=with_remote_traceback(payload["exc"], str(payload.get("tb", ""))))
         elif status == ST_ERROR_TEXT and isinstance(payload, str):
-            self._finish(task, exc=_with_remote_tb(RemoteError(payload.split("\n", 1)[0]), payload))
+            self._finish(task, exc=with_remote_traceback(RemoteError(payload.split("\n", 1)[0]), payload))
         else:
             self._finish(task, exc=MalformedDataError(
                 f"worker {worker.describe()} sent a malformed result for task {task.label}"))
@@ -567,33 +569,18 @@ class Executor(_cf.Executor):
         _set(future, result, exc)
 
     def _batch_size(self, worker: _WorkerRecord, free_workers: int) -> int:
-        seconds = worker.task_seconds
-        if seconds is None:
-            return 1
-        size = int(BATCH_SECONDS / max(seconds, 1e-7))
-        share = -(-len(self._pending) // max(1, free_workers))  # spread what is waiting
-        return max(1, min(size, share, self.max_batch))
+        return batch_size(worker.task_seconds, len(self._pending), free_workers, self.max_batch,
+                          BATCH_SECONDS)
 
     def _encode_batch(self, tasks: list) -> Optional[list]:
         """The payload frames of a batch; tasks that cannot be serialized fail and leave it."""
-        try:
-            return encode([t.item() for t in tasks], self._io_fory)
-        except Exception as e:
-            if len(tasks) == 1:
-                self._finish(tasks[0], exc=e)
-                tasks.clear()
-                return None
-        good = []
-        for task in tasks:
-            try:
-                encode([task.item()], self._io_fory)
-                good.append(task)
-            except Exception as e:
-                self._finish(task, exc=e)
-        tasks[:] = good
-        if not good:
-            return None
-        return self._encode_batch(tasks)
+        return encode_batch(tasks, self._encode_tasks, self._fail_task)
+
+    def _encode_tasks(self, tasks: list) -> list:
+        return encode([t.item() for t in tasks], self._io_fory)
+
+    def _fail_task(self, task: _Task, exc: BaseException) -> None:
+        self._finish(task, exc=exc)
 
     def _dispatch(self) -> None:
         pending = self._pending

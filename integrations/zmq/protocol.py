@@ -1,5 +1,7 @@
 """The task wire protocol between executors and workers (internal): message kinds,
-batch headers, result statuses, errors and remote tracebacks."""
+batch headers, result statuses and errors. What an outcome means (remote tracebacks,
+exceptions that cannot travel) and the batching rules are the task core's
+(``pyfory.integrations._tasks``), shared with the futures executor."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import struct
 import sys
 import types
 from typing import Any, Dict, Optional
+
+from pyfory.integrations._tasks import RemoteTraceback  # noqa: F401 - public as zmq.RemoteTraceback
 
 from pyfory.error import (
     MalformedDataError,
@@ -101,17 +105,6 @@ class RemoteError(Exception):
     its type and text, and ``__cause__`` the remote traceback."""
 
 
-class RemoteTraceback(Exception):
-    """Set as ``__cause__`` of an exception raised by a task: the worker's traceback text."""
-
-    def __init__(self, tb: str):
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
-
-
 _name_cache: Dict[int, tuple] = {}
 
 
@@ -147,21 +140,3 @@ def _callable_name(fn: Any) -> Optional[str]:
 
 def _describe_callable(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
-
-
-def _with_remote_tb(exc: BaseException, tb: str) -> BaseException:
-    if tb:
-        exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
-        try:
-            exc.remote_traceback = tb
-        except Exception:
-            pass
-    return exc
-
-
-def _safe_str(obj: Any) -> str:
-    try:
-        return str(obj)
-    except Exception:
-        return f"<{type(obj).__qualname__} (str() failed)>"
-

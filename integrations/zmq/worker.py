@@ -12,13 +12,12 @@ import socket as _socketlib
 import sys
 import threading
 import time
-import traceback
 import uuid
 from typing import Any, Dict, Iterable, Optional
 
 import zmq
 from pyfory.integrations import DEFAULT_MAX_DEPTH
-from pyfory.integrations._tasks import payload_error
+from pyfory.integrations._tasks import capture, error_text, payload_error
 from pyfory.integrations.zmq.protocol import (
     _COUNT,
     _SECONDS,
@@ -37,7 +36,6 @@ from pyfory.integrations.zmq.protocol import (
     TASK,
     WELCOME,
     _parse_task_header,
-    _safe_str,
 )
 from pyfory.integrations.zmq.security import (
     AUTHORIZED_DIR,
@@ -410,14 +408,11 @@ class Worker:
 
     @staticmethod
     def _error_value(exc: BaseException) -> tuple:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        exc.__traceback__ = None
-        return (ST_ERROR, {"exc": exc, "tb": tb})
+        return (ST_ERROR, {"exc": exc, "tb": capture(exc)})
 
     @staticmethod
     def _error_text(exc: BaseException, tb: str) -> tuple:
-        text = f"{type(exc).__module__}.{type(exc).__qualname__}: {_safe_str(exc)}"
-        return (ST_ERROR_TEXT, f"{text}\n\n{tb}" if tb else text)
+        return (ST_ERROR_TEXT, error_text(exc, tb))
 
     # -- the heartbeat socket -----------------------------------------------------------
     def _start_heartbeats(self, wid: bytes, config: dict) -> None:
