@@ -33,6 +33,8 @@ cdef class Buffer:
     cdef bint has_view          # view holds a Py_buffer we must release
     cdef Py_buffer view
     cdef object source          # keeps the input alive while reading
+    cdef uint8_t* small         # write mode: a kept block small payloads are written in
+                                # (data == small, out == NULL), copied out by finish()
 
     cdef int grow(self, Py_ssize_t needed) except -1
     cdef int raise_truncated(self, Py_ssize_t needed) except -1
