@@ -18,12 +18,8 @@ cdef extern from "Python.h":
     PyObject* PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
     char* PyBytes_AS_STRING_raw "PyBytes_AS_STRING"(PyObject* o)
     void Py_XDECREF(PyObject* o)
-    int PyUnicode_KIND(object s)
-    Py_ssize_t PyUnicode_GET_LENGTH(object s)
-    bint PyUnicode_IS_ASCII(object s)
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except? NULL
     object PyUnicode_AsEncodedString(object s, const char* encoding, const char* errors)
-    int PyUnicode_1BYTE_KIND
 
 cdef extern from *:
     """
@@ -279,19 +275,10 @@ cdef class Buffer:
                 return result
             shift += 7
 
-    cdef int put_str(self, str s, int register) except -1:
+    cdef int put_str_other(self, str s, uint64_t flags) except -1:
+        # put_str (_buffer.pxd) of a string that is not latin-1: UTF-8
         cdef Py_ssize_t n
         cdef const char* p
-        cdef uint64_t flags = register << 2
-        if PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND:
-            n = PyUnicode_GET_LENGTH(s)
-            if not PyUnicode_IS_ASCII(s):
-                flags |= 1
-            self.reserve(10 + n)
-            self.put_varuint64_unchecked((<uint64_t>n << 3) | flags)
-            memcpy(self.data + self.pos, PyUnicode_DATA(s), n)
-            self.pos += n
-            return 0
         try:
             p = PyUnicode_AsUTF8AndSize(s, &n)
         except UnicodeEncodeError:
