@@ -13,6 +13,10 @@ from cpython.object cimport PyObject
 cdef extern from "Python.h":
     str PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void* PyUnicode_DATA(object s)
+    int PyUnicode_KIND(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    bint PyUnicode_IS_ASCII(object s)
+    int PyUnicode_1BYTE_KIND
 
 
 # copies of at least this many bytes go to memory advised for huge pages
@@ -33,6 +37,8 @@ cdef class Buffer:
     cdef bint has_view          # view holds a Py_buffer we must release
     cdef Py_buffer view
     cdef object source          # keeps the input alive while reading
+    cdef uint8_t* small         # write mode: a kept block small payloads are written in
+                                # (data == small, out == NULL), copied out by finish()
 
     cdef int grow(self, Py_ssize_t needed) except -1
     cdef int raise_truncated(self, Py_ssize_t needed) except -1
@@ -190,7 +196,23 @@ cdef class Buffer:
     # A string is a varint header then its bytes. Header = (nbytes << 3) | flags,
     # flags = (register << 2) | encoding, encoding 0 ascii, 1 latin-1, 2 utf-8.
     # Encoding 3 is a back-reference: header = (index << 2) | 3 (see _core.pyx).
-    cdef int put_str(self, str s, int register) except -1
+    cdef int put_str_other(self, str s, uint64_t flags) except -1
+
+    cdef inline int put_str(self, str s, int register) except -1:
+        # string header (length << 3 | register << 2 | encoding), then the bytes;
+        # latin-1 strings (most, ASCII) are copied as they are, inline here
+        cdef Py_ssize_t n
+        cdef uint64_t flags = <uint64_t>register << 2
+        if PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND:
+            return self.put_str_other(s, flags)
+        n = PyUnicode_GET_LENGTH(s)
+        if not PyUnicode_IS_ASCII(s):
+            flags |= 1
+        self.reserve(10 + n)
+        self.put_varuint64_unchecked((<uint64_t>n << 3) | flags)
+        memcpy(self.data + self.pos, PyUnicode_DATA(s), n)
+        self.pos += n
+        return 0
     cdef str get_str_other(self, uint64_t header)
 
     cdef inline str get_str_body(self, uint64_t header):

@@ -18,12 +18,8 @@ cdef extern from "Python.h":
     PyObject* PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
     char* PyBytes_AS_STRING_raw "PyBytes_AS_STRING"(PyObject* o)
     void Py_XDECREF(PyObject* o)
-    int PyUnicode_KIND(object s)
-    Py_ssize_t PyUnicode_GET_LENGTH(object s)
-    bint PyUnicode_IS_ASCII(object s)
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except? NULL
     object PyUnicode_AsEncodedString(object s, const char* encoding, const char* errors)
-    int PyUnicode_1BYTE_KIND
 
 cdef extern from *:
     """
@@ -78,6 +74,10 @@ cdef object bytearray_from(const uint8_t* p, Py_ssize_t n):
 
 
 cdef Py_ssize_t INITIAL_CAPACITY = 256
+# payloads up to this size are written into the buffer's kept block and handed out as
+# one exact-size bytes copy: cheaper than allocating a bytes object of a guessed size
+# and shrinking it (a realloc, which pymalloc does by a new block and a copy)
+cdef Py_ssize_t SMALL_CAPACITY = 512
 # The next output starts at the last output's size, up to this much; larger ones
 # grow geometrically, and a failed write's buffer is dropped past it.
 cdef Py_ssize_t KEEP_CAPACITY = 1 << 26
@@ -111,6 +111,7 @@ cdef class Buffer:
         self.source = None
         self.out = NULL
         self.size_hint = 0
+        self.small = NULL
 
     def __init__(self, data=None):
         if data is not None:
@@ -121,6 +122,8 @@ cdef class Buffer:
         Py_XDECREF(self.out)
         self.out = NULL
         self.data = NULL
+        free(self.small)
+        self.small = NULL
 
     cdef int grow(self, Py_ssize_t needed) except -1:
         # The output is written straight into a bytes object, so handing it out
@@ -129,6 +132,17 @@ cdef class Buffer:
         cdef PyObject* grown
         if not self.owns_data and self.data != NULL:
             raise ValueError("cannot write to a read-only Buffer")
+        if (self.data == NULL and self.size_hint <= SMALL_CAPACITY
+                and self.pos + needed <= SMALL_CAPACITY):
+            # a fresh write that the last one says will be small: the kept block
+            if self.small == NULL:
+                self.small = <uint8_t*>malloc(SMALL_CAPACITY)
+                if self.small == NULL:
+                    raise MemoryError()
+            self.data = self.small
+            self.size = SMALL_CAPACITY
+            self.owns_data = True
+            return 0
         new_size = self.size * 2
         if new_size < self.size_hint:
             new_size = self.size_hint
@@ -152,7 +166,8 @@ cdef class Buffer:
                 raise MemoryError()
             if new_size >= HUGE_PAGE_MIN:
                 pyfory_advise_huge_pages(PyBytes_AS_STRING_raw(grown), new_size)
-            if self.out != NULL:
+            if self.data != NULL:
+                # what was written, in the old bytes object or in the kept block
                 memcpy(PyBytes_AS_STRING_raw(grown), self.data, self.pos)
                 Py_XDECREF(self.out)
             self.out = grown
@@ -165,7 +180,15 @@ cdef class Buffer:
         """The bytes written, handed out without copying; the buffer starts afresh."""
         cdef object result
         if self.out == NULL:
-            return b""
+            if self.data == NULL or self.data != self.small:
+                return b""
+            # written in the kept block (see grow)
+            result = PyBytes_FromStringAndSize(<char*>self.data, self.pos)
+            self.data = NULL
+            self.size = 0
+            self.size_hint = self.pos
+            self.pos = 0
+            return result
         if _PyBytes_Resize_noexc(&self.out, self.pos) < 0:
             self.data = NULL
             self.size = 0
@@ -252,19 +275,10 @@ cdef class Buffer:
                 return result
             shift += 7
 
-    cdef int put_str(self, str s, int register) except -1:
+    cdef int put_str_other(self, str s, uint64_t flags) except -1:
+        # put_str (_buffer.pxd) of a string that is not latin-1: UTF-8
         cdef Py_ssize_t n
         cdef const char* p
-        cdef uint64_t flags = register << 2
-        if PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND:
-            n = PyUnicode_GET_LENGTH(s)
-            if not PyUnicode_IS_ASCII(s):
-                flags |= 1
-            self.reserve(10 + n)
-            self.put_varuint64_unchecked((<uint64_t>n << 3) | flags)
-            memcpy(self.data + self.pos, PyUnicode_DATA(s), n)
-            self.pos += n
-            return 0
         try:
             p = PyUnicode_AsUTF8AndSize(s, &n)
         except UnicodeEncodeError:

@@ -296,6 +296,9 @@ cdef class Fory:
     cdef public object max_schema_versions_per_type
     cdef public object max_average_schema_versions_per_type
     cdef public bint field_nullable
+    # the resolver's builtin_overrides (serializers registered for builtin types), kept
+    # here by the resolver so each dumps reads a C field, not two attributes
+    cdef public dict _builtin_overrides
     cdef WriteContext _wctx
     cdef ReadContext _rctx
 

@@ -444,7 +444,7 @@ cdef class WriteContext(Buffer):
         self.max_depth = fory.max_depth
         self.ref = fory.ref
         self.ref_strict = fory.strict
-        self.overrides = fory.resolver.builtin_overrides
+        self.overrides = (<Fory>fory)._builtin_overrides
         self.in_use = False
         self.scratch = None
 
@@ -459,8 +459,9 @@ cdef class WriteContext(Buffer):
         self.ntypes = 0
         self.depth = 0
         self.oob_count = 0
-        self.oob_threshold = self.fory.oob_threshold
-        self.overrides = self.fory.resolver.builtin_overrides
+        # C fields of the Fory (typed access: no attribute lookup per call)
+        self.oob_threshold = (<Fory>self.fory).oob_threshold
+        self.overrides = (<Fory>self.fory)._builtin_overrides
         self.in_use = True
         self.reset_for_write()
         return 0

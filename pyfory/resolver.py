@@ -189,6 +189,7 @@ class TypeResolver:
             if self.builtin_overrides is None:
                 self.builtin_overrides = {}
             self.builtin_overrides[cls] = info
+            self.fory._builtin_overrides = self.builtin_overrides
         return info
 
     def default_serializer(self, cls) -> Serializer:
