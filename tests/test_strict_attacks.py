@@ -508,3 +508,37 @@ class Caller:
 
     def __call__(self):
         raise AssertionError("called")
+
+
+# ---- every attack and row above, again in a child with a memory limit and a timeout ----
+# The tests above that run in this process check the error; run in a fresh interpreter
+# under RLIMIT_AS they also show that no attack needs more memory or time than that.
+def _in_process_tests() -> list:
+    import inspect
+
+    names = []
+    for name, fn in sorted(globals().items()):
+        if not name.startswith("test_") or not inspect.isfunction(fn) or inspect.signature(fn).parameters:
+            continue
+        source = inspect.getsource(fn)
+        if "run_child(" not in source and "expect_child_error(" not in source:
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("name", _in_process_tests())
+def test_again_in_a_child_with_a_memory_limit(name):
+    proc = run_child(f"import test_strict_attacks as t\nt.{name}()\nprint('OK')\n", timeout=120, memory_mb=1024)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_allowlist_rows_in_a_child_with_a_memory_limit():
+    code = """
+        import test_strict_attacks as t
+        rows = t._allowlist_rows()
+        for row, value in rows:
+            t.test_allowlist_row_round_trips_in_strict_mode(row, value)
+        print("OK", len(rows))
+    """
+    proc = run_child(code, timeout=120, memory_mb=1024)
+    assert proc.returncode == 0 and f"OK {len(_allowlist_rows())}" in proc.stdout, proc.stderr[-2000:]
