@@ -1213,10 +1213,10 @@ cdef class KeyGuard:
         cdef Py_ssize_t* old_counts = self.counts
         cdef Py_ssize_t old_cap = self.mask + 1 if self.mask else 0, cap = 2 * old_cap, i
         if old_cap == 0:
-            # room for the container's keys at half load, so that a big one never grows
-            # (expected is a count the input has backed: check_count)
+            # room for the container's keys at half load, so that most never grow; past
+            # 2**17 slots (2 MiB) it grows as keys come, not on the count's word alone
             cap = 64
-            while cap < 2 * self.expected:
+            while cap < 2 * self.expected and cap < (1 << 17):
                 cap *= 2
         self.hashes = <Py_hash_t*>malloc(cap * sizeof(Py_hash_t))
         self.counts = <Py_ssize_t*>calloc(cap, sizeof(Py_ssize_t))
