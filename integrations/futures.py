@@ -46,10 +46,8 @@ Design (why it is faster than the standard library for small tasks):
 
 from __future__ import annotations
 
-import errno
 import itertools
 import logging
-import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -65,27 +63,31 @@ from functools import partial
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from pyfory.integrations import DEFAULT_MAX_DEPTH
-from pyfory.integrations._tasks import (
-    _RemoteTraceback,
+from pyfory.integrations._tasks import outcomes
+from pyfory.integrations._tasks.batches import (
+    batch_failed,
     batch_size,
-    capture,
+    check_batch,
     encode_batch,
-    error_text,
-    payload_error,
-    quoted,
+    task_item,
     task_seconds_average,
+)
+from pyfory.integrations._tasks.handoff import SharedMemoryHandoff, shm_create_lock, shm_supported, shm_sweep
+from pyfory.integrations._tasks.inflight import InFlight
+from pyfory.integrations._tasks.outcomes import (
+    RemoteError,
+    _RemoteTraceback,
+    capture,
+    check_records,
+    quoted,
+    settle,
     traceback_text,
     with_remote_traceback,
 )
 
 import pyfory
 
-try:
-    import _posixshmem
-except ImportError:  # pragma: no cover - Windows
-    _posixshmem = None
-
-__all__ = ["ProcessPoolExecutor", "BrokenProcessPool", "DEFAULT_SHARED_MEMORY_THRESHOLD",
+__all__ = ["ProcessPoolExecutor", "BrokenProcessPool", "RemoteError", "DEFAULT_SHARED_MEMORY_THRESHOLD",
            "DEFAULT_MAX_BATCH_SIZE"]
 
 LOGGER = logging.getLogger("concurrent.futures")
@@ -98,8 +100,6 @@ _BATCH_SECONDS = 0.004
 # batches only when at least this many tasks per worker are waiting: a few tasks are
 # spread one by one, so none waits behind a long task in another's batch
 _SATURATED = 4
-_SHM_DIR = "/dev/shm"
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 # message kinds
 _TASKS, _EXIT = "T", "X"                     # parent -> worker
@@ -144,141 +144,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# ---- shared memory --------------------------------------------------------------------------
-def _shm_supported() -> bool:
-    return _posixshmem is not None
-
-
-def _shm_create(name: str, view: memoryview) -> None:
-    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    try:
-        os.ftruncate(fd, view.nbytes)
-        if hasattr(os, "posix_fallocate"):
-            # reserve the pages now: writing to a mapping of a full tmpfs is a SIGBUS,
-            # this is an OSError (ENOSPC) we can handle
-            try:
-                os.posix_fallocate(fd, 0, view.nbytes)
-            except OSError as e:
-                if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
-                    raise
-        mm = mmap.mmap(fd, view.nbytes)
-    except BaseException:
-        os.close(fd)
-        _shm_unlink(name)
-        raise
-    os.close(fd)
-    try:
-        mm[:] = view
-    except BaseException:
-        _shm_unlink(name)
-        raise
-    finally:
-        mm.close()
-
-
-def _shm_attach(name: str, size: int) -> mmap.mmap:
-    """Map a segment and unlink its name: the memory lives as long as the mapping."""
-    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
-    try:
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _MAP_POPULATE)
-    finally:
-        os.close(fd)
-        _shm_unlink(name)
-
-
-def _shm_unlink(name: str) -> None:
-    try:
-        _posixshmem.shm_unlink("/" + name)
-    except (FileNotFoundError, OSError):
-        pass
-
-
-def _shm_sweep(prefix: str) -> None:
-    """Unlink every segment whose name starts with prefix (Linux: listed in /dev/shm)."""
-    if _posixshmem is None:
-        return
-    try:
-        names = os.listdir(_SHM_DIR)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            _shm_unlink(name)
-
-
-# held while a segment is being made: a worker whose parent died sweeps its executor's
-# segments under it, so that none is half-made (and missed) when the worker exits
-_shm_create_lock = threading.Lock()
-
-
-class _ShmWriter:
-    """buffer_callback for pyfory: large buffers go to new shared memory segments."""
-
-    __slots__ = ("prefix", "threshold", "counter", "names")
-
-    def __init__(self, prefix: str, threshold: Optional[int]):
-        self.prefix = prefix
-        self.threshold = threshold
-        self.counter = itertools.count()
-        self.names: List[tuple] = []
-
-    def __call__(self, buf) -> bool:
-        size = buf.total_bytes()
-        if self.threshold is None or size < self.threshold or size == 0:
-            return True  # in band
-        name = f"{self.prefix}{next(self.counter)}"
-        try:
-            with _shm_create_lock:
-                _shm_create(name, buf.raw())
-        except OSError:
-            return True  # no room in shared memory (a small /dev/shm): through the pipe
-        self.names.append((name, size))
-        return False
-
-    def take(self) -> list:
-        names, self.names = self.names, []
-        return names
-
-    def discard(self) -> None:
-        for name, _ in self.take():
-            _shm_unlink(name)
-
-
-def _attach_all(segments) -> list:
-    maps = []
-    try:
-        for name, size in segments:
-            maps.append(_shm_attach(name, size))
-    except BaseException:
-        for name, _ in segments:
-            _shm_unlink(name)
-        raise
-    return maps
-
-
 # ---- the worker -------------------------------------------------------------------------------
-def _encode_exception(fory, exc: BaseException):
-    """(payload, traceback text) for an exception, as the stdlib's _ExceptionWithTraceback."""
-    tb = capture(exc)
-    try:
-        return fory.dumps(exc), tb
-    except BaseException as e:
-        # the exception itself cannot be serialized: send that error instead
-        tb2 = capture(e)
-        try:
-            return fory.dumps(e), tb2
-        except BaseException:
-            return fory.dumps(RuntimeError(error_text(exc))), tb
-
-
 _PARENT_POLL_SECONDS = 0.25
 
 
 def _parent_gone_exit(token: str) -> None:
     """The executor's process is gone: unlink its segments (nobody will map them) and exit
     now, even in the middle of a task."""
-    _shm_create_lock.acquire(timeout=5)
-    _shm_sweep(f"pf_{token}_")
+    shm_create_lock.acquire(timeout=5)
+    shm_sweep(f"pf_{token}_")
     os._exit(1)
 
 
@@ -346,10 +220,8 @@ def _worker_main(conn, config):
                      name="pyfory-parent-watch").start()
     fory = pyfory.Fory(**fory_options)
     framer = pyfory.Fory()
-    shm_prefix = f"pf_{token}_w{os.getpid()}_"
-    writer = _ShmWriter(shm_prefix, shm_threshold if _shm_supported() else None)
-    if writer.threshold is not None:
-        fory.oob_threshold = min(fory.oob_threshold, max(writer.threshold, 1))
+    handoff = SharedMemoryHandoff(f"pf_{token}_w{os.getpid()}_", shm_threshold, accept=f"pf_{token}_")
+    handoff.configure(fory)
     if init is not None:
         try:
             init.fn(*init.args)
@@ -367,45 +239,28 @@ def _worker_main(conn, config):
         except (EOFError, OSError):
             # the parent is gone: nobody will map what is still in flight
             _parent_gone_exit(token)
-        kind, batch_id, segments, payload = framer.loads(message)
+        kind, batch_id, task_ids, refs, body = framer.loads(message)
         del message
         if kind == _EXIT:
             return
         try:
-            buffers = _attach_all(segments)
-            tasks = fory.loads(payload, buffers=buffers)
-            del buffers
-        except BaseException as e:
-            body, tb = _encode_exception(fory, payload_error(e, "loading the task in the worker"))
-            conn.send_bytes(framer.dumps((_BATCH_FAILED, batch_id, body, tb)))
+            items = check_batch(fory.loads(body, buffers=handoff.open(refs)), len(task_ids))
+        except BaseException as e:  # noqa: B036 - the parent retries the tasks one by one
+            record = outcomes.encode(handoff, fory, *outcomes.load_failed(e))
+            conn.send_bytes(framer.dumps((_BATCH_FAILED, batch_id, task_ids, [record], 0.0)))
             continue
-        del payload
-        results = []
+        del body
+        records = []
         start = time.perf_counter()
-        for i in range(len(tasks)):
-            task_id, fn, args, kwargs = tasks[i]
-            tasks[i] = None
-            try:
-                value = fn(*args, **kwargs)
-            except BaseException as e:
-                del fn, args, kwargs
-                body, tb = _encode_exception(fory, e)
-                results.append((task_id, False, body, (), tb))
-                continue
-            del fn, args, kwargs
-            try:
-                body = fory.dumps(value, buffer_callback=writer)
-                results.append((task_id, True, body, writer.take(), None))
-            except BaseException as e:
-                writer.discard()
-                body, tb = _encode_exception(fory, e)
-                results.append((task_id, False, body, (), tb))
-            del value
+        for i in range(len(items)):
+            entry, items[i] = items[i], None   # the arguments go as soon as the task ran
+            records.append(outcomes.encode(handoff, fory, *outcomes.run_item(entry)))
+            del entry
         elapsed = time.perf_counter() - start
-        done += len(tasks)
-        del tasks
-        conn.send_bytes(framer.dumps((_RESULTS, batch_id, results, elapsed)))
-        del results
+        done += len(items)
+        del items
+        conn.send_bytes(framer.dumps((_RESULTS, batch_id, task_ids, records, elapsed)))
+        del records
         if max_tasks is not None and done >= max_tasks:
             return
 
@@ -443,12 +298,12 @@ class _WorkItem:
 
 
 class _Worker:
-    __slots__ = ("process", "conn", "batches", "remaining", "retiring", "eof", "init_error")
+    __slots__ = ("process", "conn", "inflight", "remaining", "retiring", "eof", "init_error")
 
     def __init__(self, process, conn, remaining):
         self.process = process
         self.conn = conn
-        self.batches: Dict[int, tuple] = {}   # batch id -> (task ids, segments, message size)
+        self.inflight = InFlight()             # its batches: work ids, task segments, message size
         self.remaining = remaining             # tasks it may still take (max_tasks_per_child)
         self.retiring = False
         self.init_error: Optional[str] = None   # its initializer failed (traceback text)
@@ -470,7 +325,7 @@ class _PoolCore:
         self.dynamic = ctx.get_start_method(allow_none=False) != "fork"
         self.idle_credits = 0      # results delivered and not yet matched by a submit
         self.max_tasks = max_tasks
-        self.shm_threshold = shm_threshold if _shm_supported() else None
+        self.shm_threshold = shm_threshold if shm_supported() else None
         self.fory_options = fory_options
         self.token = secrets.token_hex(4)
         self.lock = threading.Lock()
@@ -492,7 +347,8 @@ class _PoolCore:
         os.set_blocking(self.wake_w, False)
         self.fory = None
         self.framer = None
-        self.writer = _ShmWriter(f"pf_{self.token}_p", self.shm_threshold)
+        self.handoff = SharedMemoryHandoff(f"pf_{self.token}_p", self.shm_threshold,
+                                           accept=f"pf_{self.token}_")
         self.parked: Optional[tuple] = None    # a serialized batch waiting for an idle worker
         self.closed_in_child = False
         self.starting_conn = None
@@ -560,8 +416,7 @@ class _PoolCore:
     def run(self):
         try:
             self.fory = pyfory.Fory(**self.fory_options)
-            if self.shm_threshold is not None:
-                self.fory.oob_threshold = min(self.fory.oob_threshold, max(self.shm_threshold, 1))
+            self.handoff.configure(self.fory)
             self.framer = pyfory.Fory()
             self.loop()
         except BaseException as e:  # a bug here must not leave futures hanging
@@ -628,9 +483,9 @@ class _PoolCore:
         for worker in list(self.workers.values()):
             if worker.retiring or worker.remaining == 0 or worker.eof:
                 continue
-            if not worker.batches:
+            if not worker.inflight:
                 idle.append(worker)
-            elif len(worker.batches) == 1 and self.may_prefetch(worker):
+            elif len(worker.inflight) == 1 and self.may_prefetch(worker):
                 busy.append(worker)
         return idle, busy
 
@@ -638,8 +493,8 @@ class _PoolCore:
         """Queue a second batch behind the running one? Only while short tasks come in
         batches (the running batch has several tasks): a task never waits behind a lone,
         possibly long, task while another worker could take it."""
-        (task_ids, _segments, size), = worker.batches.values()
-        return (len(task_ids) > 1 and size < _PREFETCH_BYTES and self.task_seconds is not None
+        tasks, size = worker.inflight.only()
+        return (tasks > 1 and size < _PREFETCH_BYTES and self.task_seconds is not None
                 and self.task_seconds < _BATCH_SECONDS / 2)
 
     def can_dispatch(self) -> bool:
@@ -698,22 +553,18 @@ class _PoolCore:
         return self.serialize(items)
 
     def encode_tasks(self, items):
-        try:
-            return self.fory.dumps([(work_id, item.fn, item.args, item.kwargs) for work_id, item in items],
-                                   buffer_callback=self.writer)
-        except BaseException:
-            self.writer.discard()
-            raise
+        return self.handoff.write(self.fory, [task_item(it.fn, it.args, it.kwargs) for _, it in items])
 
     def serialize(self, items):
         # tasks that cannot be serialized fail; the others are sent
-        payload = encode_batch(items, self.encode_tasks, self.fail_unserializable)
-        if payload is None:
+        encoded = encode_batch(items, self.encode_tasks, self.fail_unserializable)
+        if encoded is None:
             return None
-        segments = self.writer.take()
+        body, refs = encoded
         batch_id = next(self.batch_ids)
-        message = self.framer.dumps((_TASKS, batch_id, segments, payload))
-        return [work_id for work_id, _ in items], (batch_id, message), segments
+        task_ids = [work_id for work_id, _ in items]
+        message = self.framer.dumps((_TASKS, batch_id, task_ids, refs, body))
+        return task_ids, (batch_id, message), refs
 
     def fail_unserializable(self, entry, error):
         # as the stdlib's _SafeQueue does when pickling a call item fails
@@ -723,9 +574,9 @@ class _PoolCore:
             self.items.pop(work_id, None)
         item.future.set_exception(error)
 
-    def send(self, worker, task_ids, message, segments):
+    def send(self, worker, task_ids, message, refs):
         batch_id, data = message
-        worker.batches[batch_id] = (task_ids, segments, len(data))
+        worker.inflight.add(batch_id, task_ids, task_ids, refs, len(data))
         if worker.remaining is not None:
             worker.remaining -= len(task_ids)
         try:
@@ -748,30 +599,27 @@ class _PoolCore:
         except BaseException as e:
             self.terminate_broken("a worker sent a malformed message", quoted(traceback_text(e)))
             return False
-        if kind == _RESULTS:
-            _, batch_id, results, elapsed = record
-            task_ids, segments, _size = worker.batches.pop(batch_id, ((), (), 0))
-            for name, _ in segments:
-                _shm_unlink(name)
-            self.task_seconds = task_seconds_average(self.task_seconds, elapsed, len(results))
-            for result in results:
-                self.complete(result)
-            if worker.remaining == 0 and not worker.batches:
-                worker.retiring = True
-        elif kind == _BATCH_FAILED:
-            _, batch_id, body, tb = record
-            task_ids, segments, _size = worker.batches.pop(batch_id, ((), (), 0))
-            for name, _ in segments:
-                _shm_unlink(name)
-            if worker.remaining is not None:
-                worker.remaining += len(task_ids)
-            if len(task_ids) > 1:
-                # send them again one by one to find the one(s) that fail
-                with self.lock:
-                    self.retry.extend(task_ids)
+        if kind == _RESULTS or kind == _BATCH_FAILED:
+            _, batch_id, task_ids, records, elapsed = record
+            work_ids, refs = worker.inflight.answer(batch_id, task_ids)
+            self.handoff.release(refs)   # the tasks' segments, mapped (and unlinked) by now
+            try:
+                check_records(records, len(task_ids) if kind == _RESULTS else 1)
+            except BaseException as e:
+                self.terminate_broken("a worker sent a malformed message", quoted(traceback_text(e)))
+                return False
+            if kind == _RESULTS:
+                self.task_seconds = task_seconds_average(self.task_seconds, elapsed, len(records))
+                for work_id, outcome in zip(work_ids or (), records):
+                    self.complete(work_id, outcome)
+                if worker.remaining == 0 and not worker.inflight:
+                    worker.retiring = True
             else:
-                for work_id in task_ids:
-                    self.complete((work_id, False, body, (), tb))
+                if worker.remaining is not None:
+                    worker.remaining += len(task_ids)
+                if batch_failed(work_ids or [], self.retry_alone,
+                                lambda work_id: self.complete(work_id, records[0])):
+                    self.handoff.skip(records[0][2])
         elif kind == _INIT_FAILED:
             # the pool breaks when this worker has exited (by itself, as in the stdlib),
             # so that what its initializer queued (a log record in a multiprocessing.Queue)
@@ -780,33 +628,18 @@ class _PoolCore:
             worker.init_error = record[1]
         return True
 
-    def complete(self, result):
-        work_id, ok, body, segments, tb = result
+    def retry_alone(self, work_ids):
+        """Send these (running) tasks again, one per batch, to find the one(s) that fail."""
+        with self.lock:
+            self.retry.extend(work_ids)
+
+    def complete(self, work_id, outcome):
         with self.lock:
             item = self.items.pop(work_id, None)
             self.idle_credits += 1
-        if item is None:
-            for name, _ in segments:
-                _shm_unlink(name)
-            return
-        future = item.future
+        future = item.future if item is not None else None
         del item
-        try:
-            buffers = _attach_all(segments) if segments else None
-            value = self.fory.loads(body, buffers=buffers)
-        except BaseException as e:
-            error = payload_error(e, "loading the result")
-            if error is e:
-                with_remote_traceback(e, traceback_text(e), _RemoteTraceback)
-            future.set_exception(error)
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            if isinstance(value, BaseException):
-                future.set_exception(with_remote_traceback(value, tb, _RemoteTraceback))
-            else:
-                future.set_exception(RuntimeError(f"worker sent a bad exception: {value!r}"))
+        settle(future, outcome, self.fory, self.handoff, _RemoteTraceback)
 
     def worker_exited(self, pid, worker) -> bool:
         # read what it sent before it exited
@@ -823,7 +656,7 @@ class _PoolCore:
             worker.process.join(1)
             self.terminate_broken(None, worker.init_error)
             return False
-        if worker.batches or not worker.retiring:
+        if worker.inflight or not worker.retiring:
             worker.process.join(1)
             exitcode = worker.process.exitcode
             detail = f"\n'''\nworker process {pid} exited with code {exitcode}'''"
@@ -872,7 +705,7 @@ class _PoolCore:
         for worker in list(self.workers.values()):
             if send_exit:
                 try:
-                    worker.conn.send_bytes(self.framer.dumps((_EXIT, -1, (), b"")))
+                    worker.conn.send_bytes(self.framer.dumps((_EXIT, -1, (), None, b"")))
                 except (OSError, ValueError, AttributeError):
                     pass
         for worker in list(self.workers.values()):
@@ -885,8 +718,8 @@ class _PoolCore:
             except OSError:
                 pass
         self.workers.clear()
-        self.writer.discard()
-        _shm_sweep(f"pf_{self.token}_")
+        self.handoff.discard()
+        shm_sweep(f"pf_{self.token}_")
         with _managers_lock:
             _live_cores.discard(self)
         fds = (self.wake_r, self.wake_w)

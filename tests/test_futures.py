@@ -265,12 +265,12 @@ def test_shared_memory_threshold_is_configurable(no_leaked_segments):
 @pytest.mark.timeout(TIMEOUT)
 def test_no_room_in_shared_memory_falls_back_to_the_pipe(monkeypatch, no_leaked_segments):
     np = pytest.importorskip("numpy")
-    from pyfory.integrations import futures as futures_module
+    from pyfory.integrations._tasks import handoff as handoff_module
 
     def no_space(name, view):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(futures_module, "_shm_create", no_space)   # forked workers too
+    monkeypatch.setattr(handoff_module, "_shm_create", no_space)   # forked workers too
     a = np.arange(1 << 18, dtype=np.float64)
     with ProcessPoolExecutor(1, mp_context=ctx("fork")) as pool:
         assert np.array_equal(pool.submit(identity, a).result(TIMEOUT), a)

@@ -1,11 +1,18 @@
-"""The task core both executors share (pyfory.integrations._tasks)."""
+"""The task core both executors share (pyfory.integrations._tasks): task items, outcome
+records, buffer hand-off, batches in flight."""
 
+import pickle
+import sys
+import threading
+from concurrent.futures import Future
 from concurrent.futures.process import _RemoteTraceback as StdRemoteTraceback
 
 import pytest
 from pyfory.integrations import _tasks
+from pyfory.integrations._tasks import handoff as _handoff  # noqa: F401 - _tasks.handoff below
 
-from pyfory.error import DeserializationError
+import pyfory
+from pyfory.error import DeserializationError, MalformedDataError
 
 
 def _raise(exc):
@@ -88,3 +95,158 @@ def test_encode_batch_sheds_unserializable_tasks():
     tasks = ["x", "y"]
     assert _tasks.encode_batch(tasks, too_big, lambda t, e: failed.append((t, str(e)))) is None
     assert failed == [("x", "too big together"), ("y", "too big together")] and tasks == []
+
+
+# ---- task items and a batch the worker could not load -------------------------------------
+def test_task_items_round_trip_and_malformed_items():
+    fory = pyfory.Fory(ref=True, strict=False)
+    by_value = fory.loads(fory.dumps(_tasks.task_item(divmod, (7, 2), {})))
+    assert _tasks.open_item(by_value) == (divmod, (7, 2), {})
+    named = fory.loads(fory.dumps(_tasks.task_item(divmod, (7, 2), {}, named=True)))
+    assert named == ((7, 2), {}) and _tasks.open_item(named, divmod) == (divmod, (7, 2), {})
+    for bad in [(1, (), {}), (divmod, [7, 2], {}), (divmod, (), []), (divmod, ()), "x"]:
+        with pytest.raises(MalformedDataError):
+            _tasks.open_item(bad)
+    assert _tasks.check_batch([1, 2], 2) == [1, 2]
+    for bad, n in [([1], 2), ((1, 2), 2), ("ab", 2)]:
+        with pytest.raises(MalformedDataError):
+            _tasks.check_batch(bad, n)
+
+
+def test_batch_failed_retries_several_alone_and_fails_a_lone_task():
+    retried, failed = [], []
+    assert _tasks.batch_failed(["a", None, "b"], retried.extend, failed.append) is True
+    assert retried == ["a", "b"] and failed == []
+    assert _tasks.batch_failed([None, "c"], retried.extend, failed.append) is False
+    assert failed == ["c"] and retried == ["a", "b"]
+
+
+# ---- outcome records --------------------------------------------------------------------------
+class Unsendable(Exception):
+    def __reduce__(self):
+        raise TypeError("refuses to travel")
+
+
+class ExitAtDump:
+    def __reduce__(self):
+        raise SystemExit(7)
+
+
+def _record_round_trip(status, value, tb=""):
+    """Worker side (encode) then parent side (settle), through frames as zmq sends them."""
+    out = pyfory.Fory(ref=True, strict=False)
+    handoff = _tasks.FrameHandoff(1024)
+    record = _tasks.outcomes.encode(handoff, out, status, value, tb)
+    framer = pyfory.Fory()
+    (record,) = _tasks.check_records(framer.loads(framer.dumps([record])), 1)
+    future = Future()
+    _tasks.settle(future, record, out, _tasks.FrameHandoff.reader(handoff.take()))
+    return record, future
+
+
+def test_outcome_records_settle_futures():
+    record, future = _record_round_trip(*_tasks.outcomes.run(divmod, (7, 2), {}))
+    assert record[0] == _tasks.OK and future.result(0) == (3, 1)
+    # an exception, with the worker's traceback as its cause
+    record, future = _record_round_trip(*_tasks.outcomes.run(divmod, (1, 0), {}))
+    exc = future.exception(0)
+    assert record[0] == _tasks.ERROR and type(exc) is ZeroDivisionError
+    assert isinstance(exc.__cause__, _tasks.RemoteTraceback) and "ZeroDivisionError" in str(exc.__cause__)
+    # a result that cannot be serialized: the future gets what serializing raised
+    record, future = _record_round_trip(*_tasks.outcomes.run(threading.Lock, (), {}))
+    assert record[0] == _tasks.ERROR and isinstance(future.exception(0), TypeError)
+    record, future = _record_round_trip(_tasks.OK, ExitAtDump())
+    assert type(future.exception(0)) is SystemExit   # as the stdlib's pool reports it
+    # an exception that cannot be serialized: its text, as a RemoteError (a PicklingError)
+    record, future = _record_round_trip(*_tasks.outcomes.run(_raise, (Unsendable("weird"),), {}))
+    exc = future.exception(0)
+    assert record[0] == _tasks.ERROR_TEXT and isinstance(exc, _tasks.RemoteError)
+    assert isinstance(exc, pickle.PicklingError)
+    assert "Unsendable: weird" in str(exc) and "refuses to travel" in str(exc)
+    assert "in _raise" in str(exc.__cause__)
+
+
+def test_out_of_band_results_travel_as_frames():
+    big = bytearray(b"x" * 100_000)   # past both thresholds (the handoff's and Fory's own)
+    record, future = _record_round_trip(_tasks.OK, [big, bytes(10)])
+    assert record[2] == 1 and future.result(0) == [big, bytes(10)]
+
+
+def test_a_result_that_cannot_be_loaded_fails_its_future_only():
+    fory = pyfory.Fory(ref=True, strict=False)
+    strict = pyfory.Fory()
+
+    class Local:
+        pass
+
+    handoff = _tasks.FrameHandoff(1024)
+    records = [_tasks.outcomes.encode(handoff, fory, _tasks.OK, value, "") for value in (Local(), 5)]
+    reader = _tasks.FrameHandoff.reader(handoff.take())
+    futures = [Future(), Future()]
+    for future, record in zip(futures, records):
+        _tasks.settle(future, record, strict, reader)
+    assert isinstance(futures[0].exception(0), pyfory.error.ForyError)
+    assert futures[1].result(0) == 5
+    # SystemExit raised while loading is never the outcome
+    exit_record = _tasks.outcomes.encode(handoff, fory, _tasks.OK, ExitOnLoad(), "")
+    future = Future()
+    _tasks.settle(future, exit_record, fory, _tasks.FrameHandoff.reader([]))
+    assert type(future.exception(0)) is DeserializationError
+
+
+class ExitOnLoad:
+    def __reduce__(self):
+        return (sys.exit, (3,))
+
+
+def test_malformed_records_and_frame_counts_are_refused():
+    for bad in [None, [(0, b"", 0)], [(9, b"", 0, "")], [(0, "text", 0, "")], [(0, b"", 0, None)]]:
+        with pytest.raises(MalformedDataError):
+            _tasks.check_records(bad, 1)
+    with pytest.raises(MalformedDataError):
+        _tasks.check_records([(0, b"", 0, "")], 2)
+    reader = _tasks.FrameHandoff.reader([b"a"])
+    for refs in (2, -1, "1", 1.0):
+        with pytest.raises(MalformedDataError):
+            reader.open(refs)
+    assert [bytes(v) for v in reader.open(1)] == [b"a"]
+
+
+def test_shared_memory_refs_only_name_the_executors_own_segments():
+    handoff = _tasks.SharedMemoryHandoff("pf_test_w1_", 16, accept="pf_test_")
+    for refs in ([("pf_other_1", 8)], [("pf_test_/../x", 8)], [("pf_test_1", 0)], [["pf_test_1", 8]],
+                 "pf_test_1", [("pf_test_1", 8.0)]):
+        with pytest.raises(MalformedDataError):
+            handoff.open(refs)
+    assert handoff.open(None) is None and handoff.open([]) is None
+
+
+@pytest.mark.skipif(not _tasks.handoff.shm_supported(), reason="no POSIX shared memory")
+def test_shared_memory_handoff_round_trip():
+    fory = pyfory.Fory(ref=True, strict=False)
+    writer = _tasks.SharedMemoryHandoff("pf_test_w1_", 1024, accept="pf_test_")
+    writer.configure(fory)
+    data = bytearray(range(256)) * 64
+    body, refs = writer.write(fory, [data, b"small"])
+    assert len(refs) == 1 and refs[0][0].startswith("pf_test_w1_") and refs[0][1] == len(data)
+    reader = _tasks.SharedMemoryHandoff("pf_test_p", 1024, accept="pf_test_")
+    out = fory.loads(body, buffers=reader.open(refs))
+    assert out == [data, b"small"]
+    with pytest.raises(FileNotFoundError):   # the reader unlinked the name once it was mapped
+        reader.open(refs)
+
+
+# ---- in flight ------------------------------------------------------------------------------------
+def test_in_flight_batches_answered_in_parts_and_lost():
+    held = _tasks.InFlight()
+    held.add(b"b1", [1, 2, 3], ["t1", "t2", "t3"], refs=["seg"], size=100)
+    held.add(b"b2", [4], ["t4"])
+    assert len(held) == 2 and held.count == 4
+    assert held.answer(b"b1", [2, 9]) == (["t2", None], None)   # 9: not waiting
+    assert held.answer(b"nope", [1]) == (None, None)             # a stale batch
+    assert held.answer(b"b1", [1, 3]) == (["t1", "t3"], ["seg"])  # the batch is done: its refs
+    assert len(held) == 1 and held.count == 1 and held.only() == (1, 0)
+    held.add(b"b3", [5, 6], ["t5", "t6"], refs=["seg3"])
+    held.answer(b"b3", [6])
+    assert held.take_all() == (["t4", "t5"], [["seg3"]])
+    assert len(held) == 0 and held.count == 0

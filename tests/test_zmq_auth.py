@@ -69,7 +69,8 @@ FAKE_WORKER = textwrap.dedent("""
                 # an unsolicited result too: it must not be loaded either
                 sock.send_multipart([proto.RESULT + b"\\0" * 8 + proto._SECONDS.pack(0.0)
                                      + proto._COUNT.pack(1) + b"\\0" * 8,
-                                     fory.dumps([(0, Gadget())])], zmq.NOBLOCK)
+                                     pyfory.Fory().dumps([(0, fory.dumps(Gadget()), 0, "")])],
+                                    zmq.NOBLOCK)
             except zmq.Again:  # no handshake completed: nothing can be sent
                 pass
             next_ready = time.monotonic() + 0.3
@@ -84,7 +85,8 @@ FAKE_WORKER = textwrap.dedent("""
             note("task")
             head = b"".join([proto.RESULT, batch, proto._SECONDS.pack(0.0),
                              proto._COUNT.pack(len(entries)), *[tid for tid, _ in entries]])
-            sock.send_multipart([head, fory.dumps([(proto.ST_OK, Gadget()) for _ in entries])])
+            records = [(proto.ST_OK, fory.dumps(Gadget()), 0, "") for _ in entries]
+            sock.send_multipart([head, pyfory.Fory().dumps(records)])
             note("answered")
             break
     sock.close(0)

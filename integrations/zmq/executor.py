@@ -21,13 +21,16 @@ from typing import Any, Callable, Dict, List, Optional
 
 import zmq
 from pyfory.integrations import DEFAULT_MAX_DEPTH
-from pyfory.integrations._tasks import (
+from pyfory.integrations._tasks.batches import (
+    batch_failed,
     batch_size,
     encode_batch,
-    payload_error,
+    task_item,
     task_seconds_average,
-    with_remote_traceback,
 )
+from pyfory.integrations._tasks.handoff import FrameHandoff
+from pyfory.integrations._tasks.inflight import InFlight
+from pyfory.integrations._tasks.outcomes import check_records, payload_error, set_outcome, settle
 from pyfory.integrations.zmq.protocol import (
     _ID,
     _SECONDS,
@@ -39,11 +42,7 @@ from pyfory.integrations.zmq.protocol import (
     REFUSE,
     RESET,
     RESULT,
-    ST_ERROR,
-    ST_ERROR_TEXT,
-    ST_OK,
     WELCOME,
-    RemoteError,
     WorkerLostError,
     _callable_name,
     _describe_callable,
@@ -58,13 +57,10 @@ from pyfory.integrations.zmq.security import (
     _split_tcp,
     is_local_address,
 )
-from pyfory.integrations.zmq.transport import decode, encode
+from pyfory.integrations.zmq.transport import OOB_THRESHOLD
 
 import pyfory
-from pyfory.error import (
-    ForyError,
-    MalformedDataError,
-)
+from pyfory.error import ForyError
 
 log = logging.getLogger("pyfory.integrations.zmq")
 
@@ -88,14 +84,14 @@ class _Task:
         self.failures: List[str] = []
 
     def item(self) -> tuple:
-        return (self.args, self.kwargs) if self.name else (self.fn, self.args, self.kwargs)
+        return task_item(self.fn, self.args, self.kwargs, named=bool(self.name))
 
     def release(self) -> None:
         self.fn = self.args = self.kwargs = self.future = None
 
 
 class _WorkerRecord:
-    __slots__ = ("wid", "rid", "hid", "slots", "inflight", "batches", "task_seconds", "last_seen",
+    __slots__ = ("wid", "rid", "hid", "slots", "inflight", "task_seconds", "last_seen",
                  "pid", "host", "proc")
 
     def __init__(self, wid: bytes, slots: int, pid: int, host: str, now: float):
@@ -103,8 +99,7 @@ class _WorkerRecord:
         self.rid = b"t" + wid
         self.hid = b"h" + wid
         self.slots = slots  # batches it may hold
-        self.inflight: Dict[bytes, _Task] = {}
-        self.batches: Dict[bytes, int] = {}  # batch id -> tasks without a result yet
+        self.inflight = InFlight()  # batch id -> the tasks without a result yet
         self.task_seconds: Optional[float] = None  # measured time per task (moving average)
         self.last_seen = now
         self.pid = pid
@@ -204,6 +199,8 @@ class Executor(_cf.Executor):
         options.update(fory_options)
         self._fory_options = options
         self._io_fory = pyfory.Fory(**options)  # the I/O thread writes tasks, reads results
+        self._framer = pyfory.Fory()  # result messages' outcome records (strict: plain data)
+        self._handoff = FrameHandoff(OOB_THRESHOLD)
         self.max_retries = max_retries
         self.heartbeat_interval = float(heartbeat_interval)
         self.heartbeat_timeout = float(heartbeat_timeout)
@@ -320,7 +317,7 @@ class Executor(_cf.Executor):
         return {
             "address": self.address,
             "workers": [{"id": w.wid.decode(), "pid": w.pid, "host": w.host, "slots": w.slots,
-                         "batches": len(w.batches), "in_flight": len(w.inflight),
+                         "batches": len(w.inflight), "in_flight": w.inflight.count,
                          "task_seconds": w.task_seconds, "local": w.proc is not None}
                         for w in workers],
             "pending": len(self._pending) + len(self._submitted),
@@ -460,26 +457,19 @@ class Executor(_cf.Executor):
                 return
             worker.last_seen = now
             batch = head[1:9]
-            remaining = worker.batches.get(batch)
-            if remaining is None:  # a stale batch (its tasks were retried elsewhere): ignore
-                return
             if cmd == RESULT:
                 (seconds,) = _SECONDS.unpack_from(head, 9)
                 tids = _parse_tids(head, 17)
             else:
-                seconds = None
                 tids = _parse_tids(head, 9)
-            tasks = [worker.inflight.pop(tid, None) for tid in tids]
-            remaining -= len(tids)
-            if remaining > 0:
-                worker.batches[batch] = remaining
-            else:
-                del worker.batches[batch]
+            tasks, _refs = worker.inflight.answer(batch, tids)
+            if tasks is None:  # a stale batch (its tasks were retried elsewhere): ignore
+                return
             if cmd == RESULT:
                 worker.task_seconds = task_seconds_average(worker.task_seconds, seconds, len(tids))
-                self._results(tasks, frames[2:], worker)
+                self._results(tasks, frames[2:], len(tids))
             else:
-                self._batch_failed(tasks, frames[2:], worker)
+                self._batch_failed(tasks, frames[2:])
         elif cmd == READY:
             self._register(rid, wid, frames, now)
 
@@ -519,54 +509,52 @@ class Executor(_cf.Executor):
         with self._workers_changed:
             self._workers_changed.notify_all()
 
-    def _results(self, tasks: list, frames: list, worker: _WorkerRecord) -> None:
+    def _records(self, frames: list, n: int, tasks: list) -> Optional[tuple]:
+        """(outcome records, frame reader) of a result message; None when it cannot be
+        read (its tasks fail with the error)."""
         try:
-            values = decode(frames, self._io_fory)
-            if type(values) is not list or len(values) != len(tasks):
-                raise MalformedDataError("a result message must hold one result per task")
+            return check_records(self._framer.loads(frames[0]), n), FrameHandoff.reader(frames[1:])
         except BaseException as e:  # noqa: B036 - whatever loading raised, the futures get it
             error = payload_error(e, "loading the results")
-            log.debug("results from %s could not be loaded: %r", worker.describe(), error)
+            log.debug("a result message could not be loaded: %r", error)
             for task in tasks:
                 if task is not None:
                     self._finish(task, exc=error)
-            return
-        for task, value in zip(tasks, values):
-            if task is not None:
-                self._finish_with(task, value, worker)
+            return None
 
-    def _batch_failed(self, tasks: list, frames: list, worker: _WorkerRecord) -> None:
-        live = [t for t in tasks if t is not None]
-        if len(live) > 1:  # retry each task alone: the error may belong to one of them
-            for task in live:
-                task.solo = True
-            self._pending.extendleft(reversed(live))
+    def _results(self, tasks: list, frames: list, n: int) -> None:
+        read = self._records(frames, n, tasks)
+        if read is None:
             return
-        try:
-            value = decode(frames, self._io_fory)
-        except BaseException as e:  # noqa: B036 - whatever loading raised, the future gets it
-            value = (ST_ERROR_TEXT, f"the worker could not load the task, and its error could not "
-                                    f"be loaded here: {payload_error(e, 'loading the error')!r}")
-        for task in live:
-            self._finish_with(task, value, worker)
+        records, reader = read
+        for task, record in zip(tasks, records):
+            self._settle(task, record, reader)
 
-    def _finish_with(self, task: _Task, value: Any, worker: _WorkerRecord) -> None:
-        status, payload = value if type(value) is tuple and len(value) == 2 else (None, None)
-        if status == ST_OK:
-            self._finish(task, result=payload)
-        elif status == ST_ERROR and type(payload) is dict and isinstance(payload.get("exc"), BaseException):
-            self._finish(task, exc=with_remote_traceback(payload["exc"], str(payload.get("tb", ""))))
-        elif status == ST_ERROR_TEXT and isinstance(payload, str):
-            self._finish(task, exc=with_remote_traceback(RemoteError(payload.split("\n", 1)[0]), payload))
-        else:
-            self._finish(task, exc=MalformedDataError(
-                f"worker {worker.describe()} sent a malformed result for task {task.label}"))
+    def _batch_failed(self, tasks: list, frames: list) -> None:
+        read = self._records(frames, 1, tasks)
+        if read is None:
+            return
+        (record,), reader = read
+        batch_failed(tasks, self._retry_alone, lambda task: self._settle(task, record, reader))
+
+    def _retry_alone(self, tasks: list) -> None:
+        for task in tasks:
+            task.solo = True
+        self._pending.extendleft(reversed(tasks))
+
+    def _settle(self, task: Optional[_Task], record: tuple, reader: Any) -> None:
+        future = None
+        if task is not None:
+            self._tasks.pop(task.tid, None)
+            future = task.future
+            task.release()
+        settle(future, record, self._io_fory, reader)
 
     def _finish(self, task: _Task, result: Any = None, exc: Optional[BaseException] = None) -> None:
         self._tasks.pop(task.tid, None)
         future = task.future
         task.release()
-        _set(future, result, exc)
+        set_outcome(future, result, exc)
 
     def _batch_size(self, worker: _WorkerRecord, free_workers: int) -> int:
         return batch_size(worker.task_seconds, len(self._pending), free_workers, self.max_batch,
@@ -577,7 +565,11 @@ class Executor(_cf.Executor):
         return encode_batch(tasks, self._encode_tasks, self._fail_task)
 
     def _encode_tasks(self, tasks: list) -> list:
-        return encode([t.item() for t in tasks], self._io_fory)
+        """[payload, *buffer frames] of a batch's task items."""
+        handoff = self._handoff
+        handoff.discard()  # frames of an attempt that shed a task
+        body, _n = handoff.write(self._io_fory, [t.item() for t in tasks])
+        return [body, *handoff.take()]
 
     def _fail_task(self, task: _Task, exc: BaseException) -> None:
         self._finish(task, exc=exc)
@@ -587,10 +579,10 @@ class Executor(_cf.Executor):
         if not pending or not self._workers:
             return
         while pending:
-            free = [w for w in self._workers.values() if len(w.batches) < w.slots]
+            free = [w for w in self._workers.values() if len(w.inflight) < w.slots]
             if not free:
                 return
-            worker = min(free, key=lambda w: (len(w.batches), len(w.inflight)))
+            worker = min(free, key=lambda w: (len(w.inflight), w.inflight.count))
             size = self._batch_size(worker, len(free))
             tasks: list = []
             while pending and len(tasks) < size:
@@ -618,9 +610,7 @@ class Executor(_cf.Executor):
                 pending.extendleft(reversed(tasks))
                 self._lose(worker, "is unreachable")
                 continue
-            worker.batches[batch] = len(tasks)
-            for task in tasks:
-                worker.inflight[task.tid] = task
+            worker.inflight.add(batch, [t.tid for t in tasks], tasks)
 
     def _check_workers(self, now: float) -> None:
         for worker in list(self._workers.values()):
@@ -656,14 +646,15 @@ class Executor(_cf.Executor):
         if self._workers.pop(worker.wid, None) is None:
             return
         what = f"worker {worker.describe()} {reason}"
-        log.warning("%s; %d task(s) in flight", what, len(worker.inflight))
+        log.warning("%s; %d task(s) in flight", what, worker.inflight.count)
         if worker.proc is not None:
             if worker.proc.poll() is None:  # hung: it is ours, end it
                 worker.proc.kill()
         else:
             self._send([worker.rid, RESET, b"declared lost"])
         retry = []
-        for task in worker.inflight.values():
+        held, _refs = worker.inflight.take_all()
+        for task in held:
             task.attempts += 1
             task.failures.append(what)
             if task.attempts > self.max_retries:
@@ -672,8 +663,6 @@ class Executor(_cf.Executor):
                     f"{self.max_retries}): " + "; ".join(task.failures)))
             else:
                 retry.append(task)
-        worker.inflight.clear()
-        worker.batches.clear()
         self._pending.extendleft(reversed(retry))
         with self._workers_changed:
             self._workers_changed.notify_all()
@@ -693,8 +682,7 @@ class Executor(_cf.Executor):
         self._tasks.clear()
         self._pending.clear()
         for worker in self._workers.values():
-            worker.inflight.clear()
-            worker.batches.clear()
+            worker.inflight.take_all()
 
     def _cancel_queued(self) -> None:
         """shutdown(cancel_futures=True): cancel every task that has not started."""
@@ -756,17 +744,3 @@ class Executor(_cf.Executor):
         self._closed.set()
         with self._workers_changed:
             self._workers_changed.notify_all()
-
-
-def _set(future: Optional[_cf.Future], result: Any = None, exc: Optional[BaseException] = None) -> None:
-    if future is None or future.done():
-        return
-    try:
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-    except _cf.InvalidStateError:  # pragma: no cover - cancelled meanwhile
-        pass
-
-

@@ -1,7 +1,8 @@
-"""The task wire protocol between executors and workers (internal): message kinds,
-batch headers, result statuses and errors. What an outcome means (remote tracebacks,
-exceptions that cannot travel) and the batching rules are the task core's
-(``pyfory.integrations._tasks``), shared with the futures executor."""
+"""The task wire protocol between executors and workers (internal): message kinds and
+binary headers. What the payloads hold (task items, outcome records, buffer frames) and
+what they mean (remote tracebacks, exceptions that cannot travel, batching, retrying a
+batch the worker could not load) are the task core's (``pyfory.integrations._tasks``),
+shared with the futures executor."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import types
 from typing import Any, Dict, Optional
 
-from pyfory.integrations._tasks import RemoteTraceback  # noqa: F401 - public as zmq.RemoteTraceback
+from pyfory.integrations._tasks import outcomes as _outcomes
 
 from pyfory.error import (
     MalformedDataError,
@@ -22,14 +23,17 @@ from pyfory.error import (
 # Tasks travel in batches (one task each until the executor has measured how long the
 # tasks take; several when they are short), one pyfory payload per batch:
 #   worker -> executor  [READY, json]                                  (task socket)
-#                       [RESULT + batch + seconds + n + tids, payload, *buffers]
-#                         payload: [(status, value), ...] for the n tasks, in order
-#                       [FAILED + batch + n + tids, payload]   the batch could not be loaded
+#                       [RESULT + batch + seconds + n + tids, records, *buffers]
+#                         records: [outcome record, ...] for the n tasks, in order, written
+#                         by a strict Fory; each record (status, body, frames, tb) has its own
+#                         payload and names how many of the buffer frames are its own
+#                       [FAILED + batch + n + tids, records, *buffers]  one record: the batch
+#                                                                       could not be loaded
 #                       [PING]                                         (heartbeat socket)
 #   executor -> worker  [WELCOME, json] [PONG] [RESET, reason] [REFUSE, reason] [BYE]
 #                       [TASK + batch + n + n * (tid + name length + name), payload, *buffers]
-#                         payload: [(args, kwargs) for a task with a function name,
-#                                   (callable, args, kwargs) for one without, ...]
+#                         payload: [task item, ...]: (args, kwargs) for a task with a function
+#                                  name, (callable, args, kwargs) for one without
 
 READY = b"R"
 RESULT = b"D"
@@ -42,9 +46,10 @@ RESET = b"X"
 REFUSE = b"N"
 BYE = b"Q"
 
-ST_OK = 0  # value: the result
-ST_ERROR = 1  # value: {"exc": exception, "tb": traceback text}
-ST_ERROR_TEXT = 2  # value: text (the exception itself could not be serialized)
+# outcome statuses, and the errors zmq exports (pyfory.integrations.zmq.RemoteError, ...)
+ST_OK, ST_ERROR, ST_ERROR_TEXT = _outcomes.OK, _outcomes.ERROR, _outcomes.ERROR_TEXT
+RemoteError = _outcomes.RemoteError
+RemoteTraceback = _outcomes.RemoteTraceback
 
 _ID = struct.Struct("<Q")
 _COUNT = struct.Struct("<I")
@@ -98,11 +103,6 @@ def _parse_tids(head: bytes, pos: int):
 class WorkerLostError(RuntimeError):
     """A task's worker died or stopped answering heartbeats more times than ``max_retries``
     allows (or no worker was left to run it at shutdown)."""
-
-
-class RemoteError(Exception):
-    """A task raised an exception that could not be sent back as itself; the message holds
-    its type and text, and ``__cause__`` the remote traceback."""
 
 
 _name_cache: Dict[int, tuple] = {}

@@ -17,7 +17,9 @@ from typing import Any, Dict, Iterable, Optional
 
 import zmq
 from pyfory.integrations import DEFAULT_MAX_DEPTH
-from pyfory.integrations._tasks import capture, error_text, payload_error
+from pyfory.integrations._tasks import outcomes
+from pyfory.integrations._tasks.batches import check_batch
+from pyfory.integrations._tasks.handoff import FrameHandoff
 from pyfory.integrations.zmq.protocol import (
     _COUNT,
     _SECONDS,
@@ -30,9 +32,6 @@ from pyfory.integrations.zmq.protocol import (
     RESET,
     RESULT,
     RESULT_FLUSH_SECONDS,
-    ST_ERROR,
-    ST_ERROR_TEXT,
-    ST_OK,
     TASK,
     WELCOME,
     _parse_task_header,
@@ -44,13 +43,12 @@ from pyfory.integrations.zmq.security import (
     _check_address,
     _load_cert,
 )
-from pyfory.integrations.zmq.transport import decode, encode
+from pyfory.integrations.zmq.transport import OOB_THRESHOLD, decode
 
 import pyfory
 from pyfory.error import (
     MalformedDataError,
     PolicyViolationError,
-    SerializationError,
 )
 
 log = logging.getLogger("pyfory.integrations.zmq")
@@ -121,6 +119,8 @@ class Worker:
         self.fory = pyfory.Fory(**options)
         out_options = {k: v for k, v in options.items() if k not in ("strict", "policy")}
         self.out_fory = pyfory.Fory(strict=False, **out_options)
+        self._framer = pyfory.Fory()  # outcome records (plain data)
+        self._handoff = FrameHandoff(OOB_THRESHOLD)
         for cls in register:
             self.fory.register(cls)
             self.out_fory.register(cls)
@@ -323,96 +323,58 @@ class Worker:
                     "this worker runs only functions named by reference and matched by its --allow "
                     "patterns; a task carries its callable by value (a lambda, closure, partial, "
                     "method, callable object or a function defined in __main__)")
-            items = decode(frames, self.fory)
-            if type(items) is not list or len(items) != len(entries):
-                raise MalformedDataError("a task batch must be a list with one item per task")
+            items = check_batch(decode(frames, self.fory), len(entries))
         except BaseException as e:  # noqa: B036 - the executor retries the tasks one by one
             if isinstance(e, KeyboardInterrupt) and not self.local:
                 raise
-            value = self._error_value(payload_error(e, "loading the task in the worker"))
             head = FAILED + batch + _COUNT.pack(len(tids)) + b"".join(tids)
-            try:
-                out = encode(value, self.out_fory)
-            except Exception:
-                out = encode(self._error_text(e, value[1]["tb"]), self.out_fory)
-            self._send(sock, [head, *out])
+            self._send_records(sock, head, [self._encode(outcomes.load_failed(e))])
             return
-        results: list = []
+        records: list = []
         done: list = []
         start = time.perf_counter()
         last = len(entries) - 1
-        for i, ((tid, name), item) in enumerate(zip(entries, items)):
-            results.append(self._call(name, item))
+        for i, (tid, name) in enumerate(entries):
+            entry, items[i] = items[i], None  # the arguments go as soon as the task ran
+            records.append(self._encode(self._call(name, entry)))
+            del entry
             done.append(tid)
             now = time.perf_counter()
             if i == last or now - start >= RESULT_FLUSH_SECONDS:
-                self._send_results(sock, batch, done, results, now - start)
-                results, done, start = [], [], now
+                head = b"".join([RESULT, batch, _SECONDS.pack(now - start), _COUNT.pack(len(done)), *done])
+                self._send_records(sock, head, records)
+                records, done, start = [], [], now
         self.tasks_done += len(entries)
 
-    def _call(self, name: bytes, item: Any) -> tuple:
-        try:
-            if name:
+    def _call(self, name: bytes, entry: Any) -> tuple:
+        """(status, value, tb) of one task item; a named function is resolved (and checked
+        against --allow and the policy) here."""
+        fn = None
+        if name:
+            try:
                 fn = self._resolved.get(name)  # allowed and imported before (no policy to ask)
                 if fn is None:
                     fn = self._resolve_function(name.decode("utf-8"))
                     if self.policy is None:
                         self._resolved[name] = fn
-                args, kwargs = item
-            else:
-                fn, args, kwargs = item
-            if not callable(fn) or type(args) is not tuple or type(kwargs) is not dict:
-                raise MalformedDataError("a task must hold a callable, an argument tuple and a dict")
-            return (ST_OK, fn(*args, **kwargs))
-        except BaseException as e:  # noqa: B036 - every failure goes back to the future
-            if isinstance(e, KeyboardInterrupt) and not self.local:
-                raise
-            return self._error_value(e)
+            except BaseException as e:  # noqa: B036 - the task's outcome
+                return outcomes.failed(e)
+        outcome = outcomes.run_item(entry, fn)
+        if outcome[0] == outcomes.ERROR and isinstance(outcome[1], KeyboardInterrupt) and not self.local:
+            raise outcome[1]  # a hand-started worker stops on Ctrl-C; the executor retries the task
+        return outcome
 
-    def _send_results(self, sock: zmq.Socket, batch: bytes, tids: list, results: list, seconds: float):
-        try:
-            out = encode(results, self.out_fory)
-        except Exception:
-            if len(results) > 1:  # find the value that cannot be sent; send the others
-                for tid, result in zip(tids, results):
-                    self._send_results(sock, batch, [tid], [result], seconds / len(results))
-                return
-            out = encode([self._sendable(results[0])], self.out_fory)
-        head = b"".join([RESULT, batch, _SECONDS.pack(seconds), _COUNT.pack(len(tids)), *tids])
-        self._send(sock, [head, *out])
+    def _encode(self, outcome: tuple) -> tuple:
+        return outcomes.encode(self._handoff, self.out_fory, *outcome)
 
-    def _sendable(self, result: tuple) -> tuple:
-        """What to send instead of a result (or exception) that cannot be serialized."""
-        status, value = result
-        if status != ST_OK:
-            return self._error_text(value["exc"], value["tb"])
-        try:
-            encode(value, self.out_fory)
-            reason = "unknown error"
-        except Exception as e:
-            reason = f"{type(e).__name__}: {e}"
-        error = SerializationError(
-            f"the task's result (a {type(value).__qualname__}) could not be serialized: {reason}")
-        replacement = self._error_value(error)
-        try:
-            encode([replacement], self.out_fory)
-            return replacement
-        except Exception:
-            return self._error_text(error, "")
+    def _send_records(self, sock: zmq.Socket, head: bytes, records: list) -> None:
+        self._send(sock, [head, self._framer.dumps(records), *self._handoff.take()])
 
     def _send(self, sock: zmq.Socket, frames: list) -> None:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             log.warning("could not send results: the executor is not connected (it will retry the tasks)")
-
-    @staticmethod
-    def _error_value(exc: BaseException) -> tuple:
-        return (ST_ERROR, {"exc": exc, "tb": capture(exc)})
-
-    @staticmethod
-    def _error_text(exc: BaseException, tb: str) -> tuple:
-        return (ST_ERROR_TEXT, error_text(exc, tb))
 
     # -- the heartbeat socket -----------------------------------------------------------
     def _start_heartbeats(self, wid: bytes, config: dict) -> None:

@@ -1,0 +1,67 @@
+"""What one worker holds: the batches sent to it and not answered in full yet.
+
+Both executors keep one ``InFlight`` per worker. A result message answers some tasks of
+a batch (answer); when the last one is answered the batch's buffer references are given
+back to be released. A worker that is lost hands back every task it held (take_all):
+the futures executor then breaks the pool, as the standard library's does; the zmq
+executor sends them to another worker (at-least-once delivery, ``max_retries``)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+
+class _Batch:
+    __slots__ = ("tasks", "refs", "size")
+
+    def __init__(self, tasks: Dict[Any, Any], refs: Any, size: int):
+        self.tasks = tasks  # task id -> task, for those not answered yet
+        self.refs = refs  # buffer references the batch's message named
+        self.size = size  # bytes of the message
+
+
+class InFlight:
+    __slots__ = ("batches", "count")
+
+    def __init__(self) -> None:
+        self.batches: Dict[Any, _Batch] = {}
+        self.count = 0  # tasks not answered yet
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def add(self, batch_id: Any, tids: List[Any], tasks: List[Any], refs: Any = None, size: int = 0) -> None:
+        self.batches[batch_id] = _Batch(dict(zip(tids, tasks)), refs, size)
+        self.count += len(tids)
+
+    def answer(self, batch_id: Any, tids: List[Any]) -> Tuple[Optional[List[Any]], Any]:
+        """(tasks answered, in the order of tids, None for ids not waiting; refs to release
+        when this answer completes the batch). (None, None) for a batch not held: a stale
+        answer (its tasks went to another worker)."""
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            return None, None
+        pop = batch.tasks.pop
+        tasks = [pop(tid, None) for tid in tids]
+        self.count -= sum(1 for task in tasks if task is not None)
+        if batch.tasks:
+            return tasks, None
+        del self.batches[batch_id]
+        return tasks, batch.refs
+
+    def only(self) -> Tuple[int, int]:
+        """(tasks, message bytes) of the one batch held (there must be exactly one)."""
+        (batch,) = self.batches.values()
+        return len(batch.tasks), batch.size
+
+    def take_all(self) -> Tuple[List[Any], List[Any]]:
+        """Every task not answered (in the order sent) and every batch's refs; forgets them."""
+        tasks: List[Any] = []
+        refs: List[Any] = []
+        for batch in self.batches.values():
+            tasks.extend(batch.tasks.values())
+            if batch.refs:
+                refs.append(batch.refs)
+        self.batches.clear()
+        self.count = 0
+        return tasks, refs
