@@ -592,22 +592,18 @@ class _PoolCore:
             # the worker is exiting: its sentinel says when it is gone
             worker.eof = True
             return True
-        kind = None
         try:
             record = self.framer.loads(message)
             kind = record[0]
+            if kind == _RESULTS or kind == _BATCH_FAILED:
+                _, batch_id, task_ids, records, elapsed = record
+                check_records(records, len(task_ids) if kind == _RESULTS else 1)
         except BaseException as e:
             self.terminate_broken("a worker sent a malformed message", quoted(traceback_text(e)))
             return False
         if kind == _RESULTS or kind == _BATCH_FAILED:
-            _, batch_id, task_ids, records, elapsed = record
             work_ids, refs = worker.inflight.answer(batch_id, task_ids)
             self.handoff.release(refs)   # the tasks' segments, mapped (and unlinked) by now
-            try:
-                check_records(records, len(task_ids) if kind == _RESULTS else 1)
-            except BaseException as e:
-                self.terminate_broken("a worker sent a malformed message", quoted(traceback_text(e)))
-                return False
             if kind == _RESULTS:
                 self.task_seconds = task_seconds_average(self.task_seconds, elapsed, len(records))
                 for work_id, outcome in zip(work_ids or (), records):

@@ -107,6 +107,11 @@ def test_task_items_round_trip_and_malformed_items():
     for bad in [(1, (), {}), (divmod, [7, 2], {}), (divmod, (), []), (divmod, ()), "x"]:
         with pytest.raises(MalformedDataError):
             _tasks.open_item(bad)
+    assert _tasks.outcomes.run_item(((-3,), {}), abs) == (_tasks.OK, 3, "")
+    for bad in [(divmod, [7, 2], {}), "x", (divmod, (7, 2)), ((1,), [])]:
+        status, exc, tb = _tasks.outcomes.run_item(bad)
+        assert status == _tasks.ERROR and type(exc) is MalformedDataError and tb
+    assert _tasks.outcomes.run_item((divmod, (7, 2), {}), abs)[0] == _tasks.ERROR  # named: 2 items
     assert _tasks.check_batch([1, 2], 2) == [1, 2]
     for bad, n in [([1], 2), ((1, 2), 2), ("ab", 2)]:
         with pytest.raises(MalformedDataError):
@@ -145,20 +150,20 @@ def _record_round_trip(status, value, tb=""):
 
 
 def test_outcome_records_settle_futures():
-    record, future = _record_round_trip(*_tasks.outcomes.run(divmod, (7, 2), {}))
+    record, future = _record_round_trip(*_tasks.outcomes.run_item((divmod, (7, 2), {})))
     assert record[0] == _tasks.OK and future.result(0) == (3, 1)
     # an exception, with the worker's traceback as its cause
-    record, future = _record_round_trip(*_tasks.outcomes.run(divmod, (1, 0), {}))
+    record, future = _record_round_trip(*_tasks.outcomes.run_item((divmod, (1, 0), {})))
     exc = future.exception(0)
     assert record[0] == _tasks.ERROR and type(exc) is ZeroDivisionError
     assert isinstance(exc.__cause__, _tasks.RemoteTraceback) and "ZeroDivisionError" in str(exc.__cause__)
     # a result that cannot be serialized: the future gets what serializing raised
-    record, future = _record_round_trip(*_tasks.outcomes.run(threading.Lock, (), {}))
+    record, future = _record_round_trip(*_tasks.outcomes.run_item((threading.Lock, (), {})))
     assert record[0] == _tasks.ERROR and isinstance(future.exception(0), TypeError)
     record, future = _record_round_trip(_tasks.OK, ExitAtDump())
     assert type(future.exception(0)) is SystemExit   # as the stdlib's pool reports it
     # an exception that cannot be serialized: its text, as a RemoteError (a PicklingError)
-    record, future = _record_round_trip(*_tasks.outcomes.run(_raise, (Unsendable("weird"),), {}))
+    record, future = _record_round_trip(*_tasks.outcomes.run_item((_raise, (Unsendable("weird"),), {})))
     exc = future.exception(0)
     assert record[0] == _tasks.ERROR_TEXT and isinstance(exc, _tasks.RemoteError)
     assert isinstance(exc, pickle.PicklingError)
@@ -200,11 +205,19 @@ class ExitOnLoad:
 
 
 def test_malformed_records_and_frame_counts_are_refused():
-    for bad in [None, [(0, b"", 0)], [(9, b"", 0, "")], [(0, "text", 0, "")], [(0, b"", 0, None)]]:
+    for bad in [None, (), "x"]:
         with pytest.raises(MalformedDataError):
             _tasks.check_records(bad, 1)
     with pytest.raises(MalformedDataError):
         _tasks.check_records([(0, b"", 0, "")], 2)
+    # a malformed record fails its own future, and never raises in the settling thread
+    fory = pyfory.Fory()
+    five = fory.dumps(5)
+    for bad in [(0, five, 0), None, (9, five, 0, ""), (0, "text", 0, ""), (1, five, 0, ""),
+                (0, five, "frames", "")]:
+        future = Future()
+        _tasks.settle(future, bad, fory, _tasks.FrameHandoff.reader([]))
+        assert isinstance(future.exception(0), (MalformedDataError, pyfory.error.ForyError, TypeError)), bad
     reader = _tasks.FrameHandoff.reader([b"a"])
     for refs in (2, -1, "1", 1.0):
         with pytest.raises(MalformedDataError):

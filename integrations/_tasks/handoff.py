@@ -215,6 +215,8 @@ class SharedMemoryHandoff:
 
     def open(self, refs: Any) -> Optional[list]:
         """Map the segments of refs (and unlink their names)."""
+        if not refs and (refs is None or type(refs) in (list, tuple)):
+            return None
         segments = self._checked(refs)
         if not segments:
             return None

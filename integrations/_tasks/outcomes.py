@@ -129,23 +129,22 @@ def load_failed(exc: BaseException) -> tuple:
     return failed(payload_error(exc, "loading the task in the worker"))
 
 
-def run(fn: Any, args: tuple, kwargs: dict) -> tuple:
-    """(status, value, tb) of fn(*args, **kwargs). Whatever the task raises is its outcome,
-    SystemExit included (as in the standard library's pool)."""
+def run_item(entry: Any, fn: Any = None) -> tuple:
+    """(status, value, tb) of one loaded task item (batches.task_item), fn given when the
+    batch named it. Whatever the task raises is its outcome, SystemExit included (as in the
+    standard library's pool); so is a malformed item."""
     try:
+        if fn is None and type(entry) is tuple and len(entry) == 3:
+            fn, args, kwargs = entry
+        elif fn is not None and type(entry) is tuple and len(entry) == 2:
+            args, kwargs = entry
+        else:
+            fn, args, kwargs = open_item(entry, fn)  # raises the reason
+        if type(args) is not tuple or type(kwargs) is not dict:
+            raise MalformedDataError("a task must hold a callable, an argument tuple and a dict")
         return (OK, fn(*args, **kwargs), "")
     except BaseException as e:  # noqa: B036 - every failure goes back to the future
         return failed(e)
-
-
-def run_item(entry: Any, fn: Any = None) -> tuple:
-    """(status, value, tb) of one loaded task item (batches.task_item), fn given when the batch
-    named it; a malformed item is that task's error."""
-    try:
-        fn, args, kwargs = open_item(entry, fn)
-    except BaseException as e:  # noqa: B036 - the task's outcome
-        return failed(e)
-    return run(fn, args, kwargs)
 
 
 def encode(handoff: Any, fory: Any, status: int, value: Any, tb: str) -> tuple:
@@ -183,13 +182,18 @@ def set_outcome(future: Optional[Future], result: Any = None, exc: Optional[Base
         pass
 
 
-def settle(future: Optional[Future], record: tuple, fory: Any, reader: Any,
+def settle(future: Optional[Future], record: Any, fory: Any, reader: Any,
            traceback_cls: type = RemoteTraceback) -> None:
     """Load an outcome record, its out-of-band buffers opened by reader (a handoff's),
     and settle future with it; a record for a future that is gone only releases its
     buffers. An error while loading fails this future only (payload_error: never a
-    SystemExit as the outcome)."""
-    status, body, refs, tb = record
+    SystemExit as the outcome). This runs once per task in the parent's one I/O thread:
+    the common case (a result without buffers) is kept short."""
+    try:
+        status, body, refs, tb = record
+    except (TypeError, ValueError):
+        set_outcome(future, exc=MalformedDataError("a worker sent a malformed outcome record"))
+        return
     if future is None:
         reader.skip(refs)
         return
@@ -200,30 +204,28 @@ def settle(future: Optional[Future], record: tuple, fory: Any, reader: Any,
                                                       traceback_cls))
         return
     try:
-        value = fory.loads(body, buffers=reader.open(refs))
+        value = fory.loads(body, buffers=reader.open(refs) if refs else None)
     except BaseException as e:  # noqa: B036 - whatever loading raised, the future gets it
         error = payload_error(e, "loading the result")
         if error is e:
             with_remote_traceback(e, traceback_text(e), traceback_cls)
         set_outcome(future, exc=error)
         return
-    if status == OK:
-        set_outcome(future, result=value)
-    elif status == ERROR and isinstance(value, BaseException):
-        set_outcome(future, exc=with_remote_traceback(value, tb, traceback_cls))
-    else:
-        set_outcome(future, exc=MalformedDataError(f"a worker sent a malformed outcome (status {status!r}, "
-                                                   f"a {type(value).__qualname__})"))
+    try:
+        if status == OK:
+            future.set_result(value)
+        elif status == ERROR and isinstance(value, BaseException):
+            future.set_exception(with_remote_traceback(value, tb if type(tb) is str else "", traceback_cls))
+        else:
+            future.set_exception(MalformedDataError(
+                f"a worker sent a malformed outcome (status {status!r}, a {type(value).__qualname__})"))
+    except InvalidStateError:  # cancelled or settled meanwhile
+        pass
 
 
 def check_records(records: Any, n: int) -> list:
-    """The outcome records of a result message, checked: a list of n 4-tuples whose status
-    is known and whose body is bytes-like. Raises MalformedDataError otherwise."""
+    """The outcome records of a result message: a list of n (each record's shape is
+    checked as it is settled). Raises MalformedDataError otherwise."""
     if type(records) is not list or len(records) != n:
-        raise MalformedDataError(f"a result message must hold {n} outcome(s)")
-    for record in records:
-        if (type(record) is not tuple or len(record) != 4 or record[0] not in (OK, ERROR, ERROR_TEXT)
-                or not isinstance(record[1], (bytes, bytearray, memoryview))
-                or not isinstance(record[3], str)):
-            raise MalformedDataError("a result message holds a malformed outcome")
+        raise MalformedDataError(f"a result message must hold {n} outcome record(s)")
     return records
