@@ -325,6 +325,32 @@ def test_unserializable_task_and_result_do_not_break_the_pool():
         assert pool.submit(square, 4).result(TIMEOUT) == 16
 
 
+class UnsendableError(Exception):
+    def __reduce__(self):
+        raise TypeError("this exception refuses to be serialized")
+
+
+def raise_unsendable():
+    raise UnsendableError("weird")
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_exception_that_cannot_travel_is_a_remote_error():
+    import pickle
+
+    from pyfory.integrations.futures import RemoteError
+
+    with ProcessPoolExecutor(1, mp_context=ctx("fork")) as pool:
+        exc = pool.submit(raise_unsendable).exception(TIMEOUT)
+        # as the zmq executor's (one task core): its type, text and why it could not travel,
+        # a PicklingError as the stdlib's pool reports it, the worker's traceback as cause
+        assert isinstance(exc, RemoteError) and isinstance(exc, pickle.PicklingError)
+        assert "UnsendableError: weird" in str(exc) and "refuses to be serialized" in str(exc)
+        assert type(exc.__cause__).__name__ == "_RemoteTraceback"
+        assert "in raise_unsendable" in str(exc.__cause__)
+        assert pool.submit(square, 5).result(TIMEOUT) == 25
+
+
 @pytest.mark.timeout(TIMEOUT)
 def test_task_that_fails_to_load_in_a_worker_fails_alone():
     with ProcessPoolExecutor(1, mp_context=ctx("fork")) as pool:

@@ -26,6 +26,7 @@ zmq = pytest.importorskip("zmq")
 from pyfory.integrations import zmq as fzmq  # noqa: E402
 
 from pyfory.error import (  # noqa: E402
+    DeserializationError,
     ForyError,
     PolicyViolationError,
     TypeNotRegisteredError,
@@ -68,6 +69,23 @@ class CustomError(Exception):
 
 def raise_custom():
     raise CustomError("custom failure", 42)
+
+
+def _only_in(pid):
+    if os.getpid() != pid:
+        raise RuntimeError("cannot be rebuilt outside the worker that made it")
+    return "never"
+
+
+class FailsOutsideItsWorker:
+    """Serialized fine by the worker; rebuilding it in the executor's process raises."""
+
+    def __reduce__(self):
+        return (_only_in, (os.getpid(),))
+
+
+def square_or_unloadable(i):
+    return FailsOutsideItsWorker() if i == 150 else i * i
 
 
 class Unsendable(Exception):
@@ -272,6 +290,18 @@ def test_serialization_errors(executor):
     assert isinstance(exc, TypeError) and "_thread.lock" in str(exc)
     assert isinstance(exc.__cause__, fzmq.RemoteTraceback)
     assert executor.submit(add, 1, 1).result(30) == 2
+
+
+def test_a_result_that_cannot_be_loaded_fails_only_its_own_future(executor):
+    list(executor.map(add, range(500), range(500)))  # learn that tasks are short: batches
+    futures = [executor.submit(square_or_unloadable, i) for i in range(300)]
+    for i, future in enumerate(futures):
+        if i == 150:
+            with pytest.raises(DeserializationError, match="cannot be rebuilt outside") as info:
+                future.result(30)
+            assert type(info.value.__cause__) is RuntimeError
+        else:
+            assert future.result(30) == i * i
 
 
 @needs_numpy

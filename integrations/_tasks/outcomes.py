@@ -206,10 +206,8 @@ def settle(future: Optional[Future], record: Any, fory: Any, reader: Any,
     try:
         value = fory.loads(body, buffers=reader.open(refs) if refs else None)
     except BaseException as e:  # noqa: B036 - whatever loading raised, the future gets it
-        error = payload_error(e, "loading the result")
-        if error is e:
-            with_remote_traceback(e, traceback_text(e), traceback_cls)
-        set_outcome(future, exc=error)
+        # raised here, not in the worker: no remote traceback; its own cause stays
+        set_outcome(future, exc=payload_error(e, "loading the result"))
         return
     try:
         if status == OK:
