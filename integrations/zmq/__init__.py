@@ -77,9 +77,10 @@ Layout
 One module per concern; every public name is importable from this package:
 ``transport`` (encode/decode, send/recv, the Socket and Context classes), ``security``
 (address checks, CURVE keys, the local workers' secret), ``protocol`` (the task wire
-protocol: message kinds, batch headers, result statuses, remote errors), ``worker``,
-``executor``, ``cli`` (the command line, run by ``__main__``). What both process executors
-share about task outcomes lives in ``pyfory.integrations._tasks``.
+protocol: message kinds and binary headers), ``worker``, ``executor``, ``cli`` (the command
+line, run by ``__main__``). What both process executors share lives in the task core,
+``pyfory.integrations._tasks``: task items and batches, outcome records and remote errors,
+the buffer hand-off (here: frames), the batches each worker holds.
 """
 
 from __future__ import annotations
