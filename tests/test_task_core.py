@@ -263,3 +263,10 @@ def test_in_flight_batches_answered_in_parts_and_lost():
     held.answer(b"b3", [6])
     assert held.take_all() == (["t4", "t5"], [["seg3"]])
     assert len(held) == 0 and held.count == 0
+    # answered whole, in order (every futures batch): the tasks as sent, and the refs
+    held.add(7, [10, 11], ["a", "b"], refs=["s7"])
+    assert held.answer(7, [10, 11]) == (["a", "b"], ["s7"]) and len(held) == 0 and held.count == 0
+    # an id answered twice counts once
+    held.add(8, [1, 2], ["x", "y"])
+    assert held.answer(8, [1, 1]) == (["x", None], None) and held.count == 1
+    assert held.answer(8, [2]) == (["y"], None) and held.count == 0 and len(held) == 0
