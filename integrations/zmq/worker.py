@@ -332,11 +332,12 @@ class Worker:
             return
         records: list = []
         done: list = []
+        encode, handoff, out, call = outcomes.encode, self._handoff, self.out_fory, self._call
         start = time.perf_counter()
         last = len(entries) - 1
         for i, (tid, name) in enumerate(entries):
             entry, items[i] = items[i], None  # the arguments go as soon as the task ran
-            records.append(self._encode(self._call(name, entry)))
+            records.append(encode(handoff, out, *call(name, entry)))
             del entry
             done.append(tid)
             now = time.perf_counter()
