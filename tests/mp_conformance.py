@@ -41,7 +41,11 @@ import time
 import unittest
 
 # test id patterns (fnmatch on "module.Class.test") -> why the test does not apply
-NOT_APPLICABLE: dict = {}
+NOT_APPLICABLE = {
+    "*.test_unpickleable_result": "its unpicklable result is a lambda, which pyfory sends by "
+                                  "value; an unserializable result still fails with "
+                                  "MaybeEncodingError (tests/test_mp_reducer.py)",
+}
 
 _TYPE_MODULES = {"processes": "test_processes", "manager": "test_manager",
                  "threads": "test_threads", "misc": "test_misc"}
