@@ -21,10 +21,11 @@ modules its spawned children build too. ``--types`` picks which of its modules:
 ``ForkingPickler``), ``manager`` (the same tests on manager proxies, whose messages go
 through ``Connection.send``), ``threads`` (no pickling; run for completeness) and ``misc``
 (the classes outside the three types). The default is all four, the whole of CPython's
-run, and no subset is needed: 395 tests on 3.13.0, on a 2-core machine 145 s with the swap
-(114 s stdlib) under spawn, 70 s (69 s) under fork, 136 s (97 s) under forkserver; each
-spawned or forkserver child pays for importing pyfory (about 35 ms). 3.11.7: 380 tests,
-132 s (112 s) spawn, 65 s (65 s) fork, 120 s (104 s) forkserver.
+run, and no subset is needed: 395 tests on 3.13.0, on a shared 2-core machine (times vary
+by a third from run to run) 109-170 s with the swap (99-126 s stdlib) under spawn, 70 s
+(69-74 s) under fork, 136-145 s (97-125 s) under forkserver; each spawned or forkserver
+child pays for importing pyfory (about 35 ms). 3.11.7: 380 tests, 132 s (112 s) spawn,
+65 s (64 s) fork, 120 s (104 s) forkserver.
 
 Tests that read stdlib-private internals or are about pickle's own behaviour do not apply
 and are skipped, each with its reason (``NOT_APPLICABLE`` below); a test that races in the
