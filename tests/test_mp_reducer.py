@@ -315,6 +315,35 @@ def test_lambdas_closures_local_classes(swap, method):
         assert type(info.value).__module__ == LocalError.__module__
 
 
+def lambda_result():
+    return lambda: 42
+
+
+def generator_result():
+    return (i for i in range(3))
+
+
+@pytest.mark.timeout(TIMEOUT)
+@pytest.mark.parametrize("method", METHODS)
+def test_unserializable_result_is_maybe_encoding_error(swap, method):
+    """CPython's test_unpickleable_result, kept for what pyfory cannot send: the result
+    fails with MaybeEncodingError (error_callback too) and the pool keeps its workers. A
+    lambda, its stdlib subject, travels by value here (mp_conformance.py skips that test)."""
+    from multiprocessing.pool import MaybeEncodingError
+
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(2) as pool:
+        for _ in range(5):
+            errors = []
+            res = pool.apply_async(generator_result, error_callback=errors.append)
+            with pytest.raises(MaybeEncodingError) as info:
+                res.get(TIMEOUT)
+            assert errors and isinstance(errors[0], MaybeEncodingError)
+            assert info.value.exc is not None and info.value.value is not None
+        assert pool.apply(lambda_result)() == 42
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+
+
 @pytest.mark.timeout(TIMEOUT)
 @pytest.mark.parametrize("method", METHODS)
 def test_process_with_multiprocessing_objects(swap, method):
