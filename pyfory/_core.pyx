@@ -88,6 +88,11 @@ cdef extern from "Python.h":
         Py_ssize_t allocated
     void* PyMem_Malloc(size_t n)
     void Py_SET_SIZE(object o, Py_ssize_t n)
+    void* PyUnicode_DATA(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    bint PyUnicode_IS_ASCII(object s)
+    Py_hash_t PyObject_Hash(object o) except -1
+    int memcmp(const void* a, const void* b, size_t n)
 
 
 cdef inline PyObject* class_lookup(dict table, object cls) noexcept:
@@ -1274,9 +1279,15 @@ cdef class ReadContext(Buffer):
         pass
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
         objvec_free(&self.stack)
         objvec_free(&self.refs)
         objvec_free(&self.strings)
+        if self.key_cache != NULL:
+            for i in range(KEY_CACHE_SIZE):
+                Py_XDECREF(self.key_cache[i])
+            free(self.key_cache)
+            self.key_cache = NULL
 
     def __init__(self, fory):
         self.fory = fory
@@ -1657,6 +1668,46 @@ cdef class ReadContext(Buffer):
             objvec_push(&self.strings, s)
         return s
 
+    cdef str read_key(self, uint64_t h):
+        """A dict key of header h (ASCII or Latin-1, at most KEY_CACHE_MAX_LEN bytes):
+        the string object an earlier key with the same characters made, when it is in
+        the key cache. Small dicts of one shape are read again and again (messages,
+        records): a hit costs a byte comparison instead of a new string and its
+        siphash. Only ASCII strings are kept, so equal bytes are an ASCII string. Used
+        without ref tracking only: equal keys of different dicts may be one object."""
+        cdef Py_ssize_t n = <Py_ssize_t>(h >> 3), i
+        cdef const uint8_t* p
+        cdef uint64_t x
+        cdef PyObject** slot
+        cdef PyObject* entry
+        cdef str s
+        if n > self.size - self.pos:
+            return self.read_str_header(h)      # raises: truncated
+        if self.key_cache == NULL:
+            self.key_cache = <PyObject**>calloc(KEY_CACHE_SIZE, sizeof(PyObject*))
+            if self.key_cache == NULL:
+                raise MemoryError()
+        p = self.data + self.pos
+        x = <uint64_t>n * 0x9E3779B97F4A7C15ULL
+        for i in range(n):
+            x = (x ^ p[i]) * 0x100000001B3ULL
+        slot = &self.key_cache[(x >> 40) & (KEY_CACHE_SIZE - 1)]
+        entry = slot[0]
+        if (entry != NULL and PyUnicode_GET_LENGTH(<object>entry) == n
+                and memcmp(PyUnicode_DATA(<object>entry), p, n) == 0):
+            self.pos += n
+            s = <str>entry
+        else:
+            s = self.get_str_body(h)
+            if PyUnicode_IS_ASCII(s):
+                PyObject_Hash(s)                # cached in the string: the dict needs it
+                Py_INCREF(s)
+                Py_XDECREF(entry)
+                slot[0] = <PyObject*>s
+        if h & 4:
+            objvec_push(&self.strings, s)
+        return s
+
     cdef object read_elem(self, int kind):
         if kind == K_STR:
             return self.read_str_any()
@@ -1811,7 +1862,7 @@ cdef class ReadContext(Buffer):
         cdef int kinds, kk, vk
         cdef dict d
         cdef KeyGuard guard = None
-        cdef bint plain
+        cdef bint plain, cached
         self.check_count(n, 2)
         self.add_graph(DICT_BYTES + n * DICT_ITEM_BYTES)
         d = _PyDict_NewPresized(n)
@@ -1825,13 +1876,15 @@ cdef class ReadContext(Buffer):
         vk = kinds >> 4
         if (kk != K_ANY and kk != K_STR) or (vk != K_ANY and vk != K_STR and vk != K_INT and vk != K_FLOAT):
             raise MalformedDataError(f"bad dict kinds {kinds} at offset {self.pos - 1}")
+        # the keys of small dicts through the key cache (read_key)
+        cached = n <= KEY_CACHE_MAX_DICT and not self.ref
         if kk == K_STR and vk == K_STR:
             for i in range(n):
-                key = self.read_str_any()
+                key = self.read_key_any(cached)
                 PyDict_SetItem(d, key, self.read_str_any())
         elif kk == K_STR:
             for i in range(n):
-                key = self.read_str_any()
+                key = self.read_key_any(cached)
                 PyDict_SetItem(d, key, self.read_elem(vk))
         else:
             for i in range(n):
