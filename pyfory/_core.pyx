@@ -136,7 +136,7 @@ cdef enum:
     D_BY_VALUE = 4      # class rebuilt from its definition
 
 FORMAT_MAGIC = b"\xfd\x59"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 cdef int HEADER_SIZE = 4
 cdef uint8_t F_REF = 1
 cdef uint8_t F_COMPATIBLE = 2

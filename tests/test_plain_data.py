@@ -76,3 +76,71 @@ def test_truncated_key_raises():
     for cut in range(4, len(data)):
         with pytest.raises(ForyError):
             fory.loads(data[:cut])
+
+
+# ---- strings as CPython stores them (docs/format.md 1.1) -------------------------------
+TWO_BYTE = [
+    "αβγδε", "日本語の文字列", "Ā", "\uffff", "\u0100" * 3 + "\u00ff", "ωx", "x日y",
+    "mostly ascii with one ’ quote", "\ud800", "\udfff日", "\ud83d\ude00 two surrogates",
+    "Ελληνικά και English", "日" * 70_000,
+]
+
+
+def _str_payload(fory, s):
+    # the string's bytes after the header, the T_STR tag and the string header
+    data = fory.dumps(s)
+    assert data[4] == 6
+    return data
+
+
+@pytest.mark.parametrize("s", TWO_BYTE + ["", "ascii", "é", "ÿ\x80", "😀", "a😀日"], ids=repr)
+@pytest.mark.parametrize("ref", [False, True])
+def test_strings_of_every_kind_round_trip(s, ref):
+    fory = pyfory.Fory(ref=ref)
+    for value in (s, [s, s + "x"], {s: s}, (s, 1)):
+        out = fory.loads(fory.dumps(value))
+        assert out == value and type(out) is type(value)
+    out = fory.loads(fory.dumps(s))
+    # == compares the storage kinds first: equal means the same (narrowest) kind
+    assert out == s and hash(out) == hash(s) and len(out) == len(s)
+
+
+@pytest.mark.parametrize("s", TWO_BYTE, ids=repr)
+def test_two_byte_strings_take_the_shorter_form(s):
+    fory = pyfory.Fory()
+    body = _str_payload(fory, s)[5:]
+    utf8 = len(s.encode("utf-8", "surrogatepass"))
+    size = min(2 * len(s), utf8)
+    assert len(body) - size in (0, 1, 2, 3)        # the header's own bytes
+    header_len = len(body) - size
+    header = int.from_bytes(body[:header_len], "little")
+    enc = body[0] & 3
+    assert enc == (1 if 2 * len(s) <= utf8 else 2), (s, header)
+    if enc == 1:
+        assert body[header_len:] == s.encode("utf-16-le", "surrogatepass")
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"\x11\xe9\x00", "no character above U\\+00FF"),      # 'é' as UCS-2: not the narrowest kind
+    (b"\x01", "no character above U\\+00FF"),              # empty UCS-2
+    (b"\x09\xe9", "odd"),                                  # 1 byte
+    (b"\x21\x00\x01", "truncated|need"),                   # 4 bytes claimed, 2 there
+    (b"\x12\xff\xfe", "UTF-8"),
+])
+def test_malformed_ucs2_strings_raise(body, message):
+    fory = pyfory.Fory()
+    data = b"\xfd\x59\x02\x02\x06" + body
+    with pytest.raises(ForyError, match=message):
+        fory.loads(data)
+    # inside a packed list too (and after a good string)
+    good = fory.dumps(["日本", "x"])
+    assert fory.loads(good) == ["日本", "x"]
+    with pytest.raises(ForyError):
+        fory.loads(b"\xfd\x59\x02\x02\x08\x02\x06\x21\xe5\x65\x2c\x67" + body)
+
+
+def test_latin1_bytes_in_the_one_byte_form():
+    fory = pyfory.Fory()
+    # encoding 0 with bytes >= 0x80: a Latin-1 string (what version 1 called encoding 1)
+    assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\xe9") == "café"
+    assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\x65") == "cafe"
