@@ -47,6 +47,7 @@ cdef enum:
     KEY_CACHE_SIZE = 512        # slots, a power of two
     KEY_CACHE_MAX_LEN = 32      # keys of at most this many bytes
     KEY_CACHE_MAX_DICT = 64     # used in dicts of at most this many items
+    SMALL_DICT = 16             # WriteContext.write_dict iterates dicts this small once
 
 
 cdef struct PtrTable:

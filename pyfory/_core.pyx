@@ -966,13 +966,18 @@ cdef class WriteContext(Buffer):
         return 0
 
     cdef int write_dict(self, dict obj) except -1:
-        cdef Py_ssize_t n, pos = 0, count = 0
+        cdef Py_ssize_t n, pos = 0, count = 0, i = 0, start = self.pos
         cdef PyObject* k
         cdef PyObject* v
         cdef PyObject* kt = NULL
         cdef PyObject* vt = NULL
+        cdef PyObject* t
+        # the items of a small dict, kept by the first pass for the second (borrowed:
+        # only used when writing them runs no user code)
+        cdef PyObject* small_k[SMALL_DICT]
+        cdef PyObject* small_v[SMALL_DICT]
         cdef uint8_t kkind, vkind
-        cdef bint kuniform = True, vuniform = True
+        cdef bint kuniform = True, vuniform = True, atoms = True, small, unique
         cdef int overflow
         cdef long long iv
         if self.ref and self.write_ref_or_register(obj):
@@ -983,15 +988,25 @@ cdef class WriteContext(Buffer):
         if n == 0:
             return 0
         self.enter()
-        # one pass to find whether keys / values share one packable type
+        small = n <= SMALL_DICT
+        # one pass to find whether keys / values share one packable type, and whether
+        # every value is an atom (None, bool, int, float, str)
         while PyDict_Next(obj, &pos, &k, &v):
+            if small and i < SMALL_DICT:
+                small_k[i] = k
+                small_v[i] = v
+            i += 1
+            t = TYPE_OF(v)
+            if atoms and not (t == <PyObject*>str or t == <PyObject*>int or t == <PyObject*>float
+                              or t == <PyObject*>bool or v == <PyObject*>None):
+                atoms = False
             if kt == NULL:
                 kt = TYPE_OF(k)
-                vt = TYPE_OF(v)
+                vt = t
             else:
                 if kuniform and TYPE_OF(k) != kt:
                     kuniform = False
-                if vuniform and TYPE_OF(v) != vt:
+                if vuniform and t != vt:
                     vuniform = False
         if self.overrides is not None:
             kuniform = vuniform = False
@@ -1013,10 +1028,27 @@ cdef class WriteContext(Buffer):
                         break
         self.put_u8(kkind | (vkind << 4))
         pos = 0
-        if kkind == K_STR and vkind != K_ANY:
-            # no user code can run in this loop
-            while PyDict_Next(obj, &pos, &k, &v):
-                self.write_str_dedup(<str>k)
+        if kkind == K_STR and (vkind != K_ANY or atoms):
+            # str keys and atom values: no user code can run in this loop. The keys go
+            # into the string table (they repeat in lists of records), except when
+            # nothing else can refer to them: this dict is the whole payload (its
+            # values are atoms) and strings are not tracked (ref=False)
+            unique = not self.ref and start == HEADER_SIZE
+            small = small and i == n
+            i = 0
+            while True:
+                if small:
+                    if i == n:
+                        break
+                    k = small_k[i]
+                    v = small_v[i]
+                    i += 1
+                elif not PyDict_Next(obj, &pos, &k, &v):
+                    break
+                if unique:
+                    self.put_str(<str>k, 0)
+                else:
+                    self.write_str_dedup(<str>k)
                 if vkind == K_STR:
                     if self.ref:
                         self.write_str_dedup(<str>v)
@@ -1024,9 +1056,11 @@ cdef class WriteContext(Buffer):
                         self.put_str(<str>v, 0)
                 elif vkind == K_FLOAT:
                     self.put_double(PyFloat_AS_DOUBLE(<object>v))
-                else:
+                elif vkind == K_INT:
                     iv = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
                     self.put_varint64(iv)
+                else:
+                    self.write_any(<object>v)
         else:
             while PyDict_Next(obj, &pos, &k, &v):
                 key = <object>k

@@ -144,3 +144,44 @@ def test_latin1_bytes_in_the_one_byte_form():
     # encoding 0 with bytes >= 0x80: a Latin-1 string (what version 1 called encoding 1)
     assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\xe9") == "café"
     assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\x65") == "cafe"
+
+
+# ---- dict writing (WriteContext.write_dict) ----------------------------------------------
+def _dict_values(i):
+    return [None, True, False, i, -i * 1000, 2**70 + i, i * 0.5, 1e300, f"v{i}", "日本", (i,), [i],
+            {"x": i}]
+
+
+@pytest.mark.parametrize("size", [1, 2, 15, 16, 17, 40])
+@pytest.mark.parametrize("ref", [False, True])
+def test_dicts_of_every_size_and_value_mix_round_trip(size, ref):
+    fory = pyfory.Fory(ref=ref)
+    values = _dict_values(size)
+    for start in range(len(values)):
+        # atoms only, then with a container among them; str keys, then other keys
+        d = {f"k{i}": values[(start + i) % 9] for i in range(size)}
+        e = dict(d, last=values[start])
+        f = {i: values[(start + i) % len(values)] for i in range(size)}
+        for value in (d, e, f, [d, d, e], {"outer": d}):
+            out = fory.loads(fory.dumps(value))
+            assert out == value and type(out) is type(value)
+            if type(value) is dict:
+                assert list(out) == list(value)
+
+
+def test_top_level_dict_keys_skip_the_string_table_only_when_nothing_can_share_them():
+    fory = pyfory.Fory()
+    # the whole payload, atom values: key headers without the register bit (bit 2)
+    assert fory.dumps({"ab": 1}) == b"\xfd\x59\x02\x02\x0a\x01\x36\x10ab\x02"
+    assert fory.dumps({"ab": 1, "c": None}) == b"\xfd\x59\x02\x02\x0a\x02\x06\x10ab\x03\x02\x08c\x00"
+    assert fory.dumps({"ab": "c"}) == b"\xfd\x59\x02\x02\x0a\x01\x66\x10ab\x08c"
+    # nested: the keys are registered, and the second dict refers back to them
+    data = fory.dumps([{"ab": 1}, {"ab": 2}])
+    assert data.count(b"ab") == 1
+    # a container value: registered too
+    assert fory.dumps({"ab": [1]})[7] & 4
+    # records keep sharing their keys
+    records = [{"name": f"n{i}", "id": i} for i in range(100)]
+    assert fory.dumps(records).count(b"name") == 1
+    # with ref=True strings are tracked: registered
+    assert pyfory.Fory(ref=True).dumps({"ab": 1})[7] & 4
