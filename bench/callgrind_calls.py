@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALUES = {
     "dict3": lambda: {"id": 12345, "name": "alice", "ok": True},
     "list100": lambda: list(range(100)),
+    "none": lambda: None,
 }
 # the plain-data workloads of issue 21, by their quickbench names
 PLAIN = ("str_dict_10k", "int_list_100k", "float_list_100k", "json_records_2k",

@@ -23,6 +23,13 @@ cdef extern from "Python.h":
 # copies of at least this many bytes go to memory advised for huge pages
 cdef enum:
     HUGE_PAGE_MIN = 1 << 22
+    # payloads up to this size are written into the buffer's kept block and handed out
+    # as one exact-size bytes copy: cheaper than allocating a bytes object of a guessed
+    # size and shrinking it (a realloc, which pymalloc does by a new block and a copy)
+    SMALL_CAPACITY = 512
+    # The next output starts at the last output's size, up to this much; larger ones
+    # grow geometrically, and a failed write's buffer is dropped past it.
+    KEEP_CAPACITY = 1 << 26
 
 cdef object bytes_from(const uint8_t* p, Py_ssize_t n)
 cdef object bytearray_from(const uint8_t* p, Py_ssize_t n)

@@ -95,13 +95,7 @@ cdef object bytearray_from(const uint8_t* p, Py_ssize_t n):
 
 
 cdef Py_ssize_t INITIAL_CAPACITY = 256
-# payloads up to this size are written into the buffer's kept block and handed out as
-# one exact-size bytes copy: cheaper than allocating a bytes object of a guessed size
-# and shrinking it (a realloc, which pymalloc does by a new block and a copy)
-cdef Py_ssize_t SMALL_CAPACITY = 512
-# The next output starts at the last output's size, up to this much; larger ones
-# grow geometrically, and a failed write's buffer is dropped past it.
-cdef Py_ssize_t KEEP_CAPACITY = 1 << 26
+# SMALL_CAPACITY, KEEP_CAPACITY: in _buffer.pxd
 
 
 cdef uint64_t _take_unsigned(Buffer buf, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF:
@@ -237,6 +231,13 @@ cdef class Buffer:
         Py_XDECREF(self.out)
         self.out = NULL
         self.owns_data = False
+        if type(source) is bytes:
+            # immutable: its storage is read directly, without the buffer protocol
+            self.source = source
+            self.data = <uint8_t*>PyBytes_AS_STRING(source)
+            self.size = PyBytes_GET_SIZE(source)
+            self.pos = 0
+            return 0
         PyObject_GetBuffer(source, &self.view, PyBUF_SIMPLE)
         self.has_view = True
         self.source = source
@@ -249,6 +250,7 @@ cdef class Buffer:
         if self.has_view:
             PyBuffer_Release(&self.view)
             self.has_view = False
+        if self.source is not None:
             self.source = None
             self.data = NULL
             self.size = 0

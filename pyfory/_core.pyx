@@ -25,7 +25,7 @@ from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble, PyC
 from cpython.type cimport PyType_Check
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyObject_CheckBuffer
 
-from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
+from pyfory._buffer cimport Buffer, bytes_from, bytearray_from, SMALL_CAPACITY, KEEP_CAPACITY
 
 import os as _os
 import pickle as _pickle
@@ -137,6 +137,7 @@ cdef enum:
 
 FORMAT_MAGIC = b"\xfd\x59"
 FORMAT_VERSION = 2
+cdef uint8_t FORMAT_VERSION_C = 2   # the same, read without a module lookup per call
 cdef int HEADER_SIZE = 4
 cdef uint8_t F_REF = 1
 cdef uint8_t F_COMPATIBLE = 2
@@ -468,17 +469,32 @@ cdef class WriteContext(Buffer):
         self.oob_threshold = (<Fory>self.fory).oob_threshold
         self.overrides = (<Fory>self.fory)._builtin_overrides
         self.in_use = True
-        self.reset_for_write()
+        # (reset_for_write, inline: a WriteContext never reads)
+        if self.out != NULL and self.size > KEEP_CAPACITY:
+            self.reset_for_write()
+        self.pos = 0
+        if self.out == NULL and self.small != NULL and self.size_hint <= SMALL_CAPACITY:
+            # the last payload was small: write into the kept block (see Buffer.grow)
+            self.data = self.small
+            self.size = SMALL_CAPACITY
+            self.owns_data = True
         return 0
 
     cdef void end(self) noexcept:
-        ptable_clear(&self.memo)
-        ptable_clear(&self.strings)
-        self.names = None
-        self.buffer_callback = None
-        self.unsupported_callback = None
-        self.oob_views = None
-        self.scratch = None
+        if self.memo.count:
+            ptable_clear(&self.memo)
+        if self.strings.count:
+            ptable_clear(&self.strings)
+        if self.names is not None:
+            self.names = None
+        if self.buffer_callback is not None:
+            self.buffer_callback = None
+        if self.unsupported_callback is not None:
+            self.unsupported_callback = None
+        if self.oob_views is not None:
+            self.oob_views = None
+        if self.scratch is not None:
+            self.scratch = None
         self.in_use = False
 
     cdef int enter(self) except -1:
@@ -1353,15 +1369,22 @@ cdef class ReadContext(Buffer):
 
     cdef void end(self) noexcept:
         self.detach()
-        objvec_reset(&self.stack)   # what a failed read left on the value stack
-        objvec_reset(&self.refs)
-        objvec_reset(&self.strings)
+        if self.stack.len or self.stack.cap > PTABLE_KEEP:
+            objvec_reset(&self.stack)   # what a failed read left on the value stack
+        if self.refs.len or self.refs.cap > PTABLE_KEEP:
+            objvec_reset(&self.refs)
+        if self.strings.len or self.strings.cap > PTABLE_KEEP:
+            objvec_reset(&self.strings)
         if PyList_GET_SIZE(self.types):
             self.types = []
-        self.buffers = None
-        self.unsupported_objects = None
-        self.scratch = None
-        self.hash_memo = None
+        if self.buffers is not None:
+            self.buffers = None
+        if self.unsupported_objects is not None:
+            self.unsupported_objects = None
+        if self.scratch is not None:
+            self.scratch = None
+        if self.hash_memo is not None:
+            self.hash_memo = None
         self.in_use = False
 
     # -- the value stack: the items of a tuple, list or frozenset being read wait here
@@ -2392,14 +2415,15 @@ cdef class Fory:
             ctx = WriteContext(self)
         ctx.begin()
         try:
-            ctx.unsupported_callback = unsupported_callback
+            if unsupported_callback is not None:
+                ctx.unsupported_callback = unsupported_callback
             if views is not None:
                 # buffers are offered as to a callback (buffer_callback only has to be
                 # set), and write_buffer_body appends them to oob_views instead of calling
                 ctx.buffer_callback = views
                 ctx.oob_views = views
                 ctx.oob_view_min = min_size
-            else:
+            elif buffer_callback is not None:
                 ctx.buffer_callback = buffer_callback
             if self.ref:
                 flags |= F_REF
@@ -2408,7 +2432,7 @@ cdef class Fory:
             ctx.reserve(HEADER_SIZE)
             ctx.data[0] = 0xFD
             ctx.data[1] = 0x59
-            ctx.data[2] = FORMAT_VERSION
+            ctx.data[2] = FORMAT_VERSION_C
             ctx.data[3] = flags
             ctx.pos = HEADER_SIZE
             ctx.write_any(obj)
@@ -2445,10 +2469,11 @@ cdef class Fory:
             ctx = ReadContext(self)
         ctx.begin(data)
         try:
-            ctx.unsupported_objects = None if unsupported_objects is None else iter(unsupported_objects)
+            if unsupported_objects is not None:
+                ctx.unsupported_objects = iter(unsupported_objects)
             if ctx.size < HEADER_SIZE or ctx.data[0] != 0xFD or ctx.data[1] != 0x59:
                 raise FormatError("not a pyfory payload (bad magic bytes)")
-            if ctx.data[2] != FORMAT_VERSION:
+            if ctx.data[2] != FORMAT_VERSION_C:
                 raise FormatError(
                     f"payload has pyfory format version {ctx.data[2]}; this pyfory "
                     f"reads version {FORMAT_VERSION}")
@@ -2458,7 +2483,8 @@ cdef class Fory:
                 raise _error.OutOfBandBufferError(
                     "the payload has out-of-band buffers: pass them as loads(data, buffers=[...])")
             ctx.pos = HEADER_SIZE
-            ctx.buffers = buffers
+            if buffers is not None:
+                ctx.buffers = buffers
             obj = ctx.read_any()
             if ctx.pos != ctx.size:
                 raise MalformedDataError(
