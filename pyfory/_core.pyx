@@ -88,6 +88,9 @@ cdef extern from "Python.h":
         Py_ssize_t allocated
     void* PyMem_Malloc(size_t n)
     void Py_SET_SIZE(object o, Py_ssize_t n)
+    # new references as raw pointers: stored straight into a list's item array
+    PyObject* PyFloat_FromDouble_raw "PyFloat_FromDouble"(double v)
+    PyObject* PyLong_FromLongLong_raw "PyLong_FromLongLong"(long long v)
     void* PyUnicode_DATA(object s)
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
     bint PyUnicode_IS_ASCII(object s)
@@ -1784,22 +1787,27 @@ cdef class ReadContext(Buffer):
         """Read n items of the given kind into a presized list or tuple that nobody
         else can see yet."""
         cdef PyObject** items = PySequence_Fast_ITEMS(seq)
+        cdef PyObject* r
         cdef Py_ssize_t i
         cdef object o
         cdef double d
+        # (ints and floats: the new reference goes into the item array as it is, no
+        # reference count round trip; a NULL leaves the error set and the rest NULL)
         if kind == K_INT:
             for i in range(n):
-                o = PyLong_FromLongLong(self.get_varint64())
-                Py_INCREF(o)
-                items[i] = <PyObject*>o
+                r = PyLong_FromLongLong_raw(self.get_varint64())
+                if r == NULL:
+                    return -1
+                items[i] = r
         elif kind == K_FLOAT:
             self.check_count(n, 8)
             for i in range(n):
                 memcpy(&d, self.data + self.pos, 8)
                 self.pos += 8
-                o = PyFloat_FromDouble(d)
-                Py_INCREF(o)
-                items[i] = <PyObject*>o
+                r = PyFloat_FromDouble_raw(d)
+                if r == NULL:
+                    return -1
+                items[i] = r
         elif kind == K_STR:
             for i in range(n):
                 o = self.read_str_any()
