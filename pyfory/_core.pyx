@@ -836,10 +836,13 @@ cdef class WriteContext(Buffer):
     cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1:
         cdef uint8_t kind = K_ANY if self.overrides is not None else seq_kind(seq, n, is_list)
         cdef TypeInfo info
-        if kind == K_ANY and n >= 2 and self.overrides is None:
-            info = self.same_class_info(seq, n, is_list)
-            if info is not None:
-                return self.write_same_objects(seq, n, is_list, info)
+        if kind == K_UNIFORM:
+            # one type throughout (mixed types never make K_OBJECT: no second look)
+            kind = K_ANY
+            if n >= 2:
+                info = self.same_class_info(seq, n, is_list)
+                if info is not None:
+                    return self.write_same_objects(seq, n, is_list, info)
         return self.write_items(seq, n, kind, is_list)
 
     cdef TypeInfo same_class_info(self, object seq, Py_ssize_t n, bint is_list):
@@ -1198,27 +1201,32 @@ cdef class WriteContext(Buffer):
         return ptable_get(&self.memo, <PyObject*>obj)
 
 
+cdef enum:
+    K_UNIFORM = 0xFF    # (seq_kind only) every item of one type that has no packed kind
+
+
 cdef inline uint8_t seq_kind(object seq, Py_ssize_t n, bint is_list) noexcept:
-    """K_STR / K_INT / K_FLOAT when every item has that exact type, else K_ANY."""
+    """K_STR / K_INT / K_FLOAT when every item has that exact type, K_UNIFORM when every
+    item has one other type, else (mixed types) K_ANY. One pass."""
     cdef PyObject* t0
     cdef Py_ssize_t i
     if is_list:
         t0 = TYPE_OF(PyList_GET_ITEM(seq, 0))
-    else:
-        t0 = TYPE_OF(PyTuple_GET_ITEM(seq, 0))
-    if t0 != <PyObject*>str and t0 != <PyObject*>int and t0 != <PyObject*>float:
-        return K_ANY
-    for i in range(1, n):
-        if is_list:
+        for i in range(1, n):
             if TYPE_OF(PyList_GET_ITEM(seq, i)) != t0:
                 return K_ANY
-        elif TYPE_OF(PyTuple_GET_ITEM(seq, i)) != t0:
-            return K_ANY
+    else:
+        t0 = TYPE_OF(PyTuple_GET_ITEM(seq, 0))
+        for i in range(1, n):
+            if TYPE_OF(PyTuple_GET_ITEM(seq, i)) != t0:
+                return K_ANY
     if t0 == <PyObject*>str:
         return K_STR
     if t0 == <PyObject*>int:
         return K_INT
-    return K_FLOAT
+    if t0 == <PyObject*>float:
+        return K_FLOAT
+    return K_UNIFORM
 
 
 # ---- reading -------------------------------------------------------------------------
