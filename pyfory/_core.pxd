@@ -121,6 +121,7 @@ cdef class WriteContext(Buffer):
     cdef Py_ssize_t oob_view_min         # ... those of at least this many bytes
     cdef dict overrides                  # serializers registered for builtin types, or None
     cdef public object unsupported_callback  # dumps(unsupported_callback=): see write_unsupported
+    cdef Py_ssize_t foreign              # times user code may have run (write_held_items)
 
     cdef int begin(self) except -1
     cdef void end(self) noexcept
@@ -136,6 +137,8 @@ cdef class WriteContext(Buffer):
     cdef int write_list(self, list obj) except -1
     cdef int write_tuple(self, tuple obj) except -1
     cdef int write_dict(self, dict obj) except -1
+    cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
+                              Py_ssize_t n) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
     cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1

@@ -88,6 +88,8 @@ cdef extern from "Python.h":
         Py_ssize_t allocated
     void* PyMem_Malloc(size_t n)
     void Py_SET_SIZE(object o, Py_ssize_t n)
+    void Py_INCREF_raw "Py_INCREF"(PyObject* o)
+    void Py_DECREF_raw "Py_DECREF"(PyObject* o)
     # new references as raw pointers: stored straight into a list's item array
     PyObject* PyFloat_FromDouble_raw "PyFloat_FromDouble"(double v)
     PyObject* PyLong_FromLongLong_raw "PyLong_FromLongLong"(long long v)
@@ -123,6 +125,7 @@ cdef frozenset _CODE_WRAPPERS = frozenset([staticmethod, classmethod])
 
 # ReadContext.check_type_meta: its key in `scratch` (and the total's key in its counts)
 _TYPE_META_COUNTS = object()
+_MISSING = object()
 SCHEMA_TOTAL_FLOOR = 8192
 
 # an object left out of the payload by dumps' unsupported_callback (docs/format.md);
@@ -555,6 +558,7 @@ cdef class WriteContext(Buffer):
         cdef PyObject* cached
         cdef TypeInfo info
         cdef double d
+        self.foreign += 1       # user code may run from here (see write_held_items)
         if t is bytes:
             if self.ref and self.write_ref_or_register(obj):
                 return 0
@@ -860,6 +864,7 @@ cdef class WriteContext(Buffer):
         cls = <object>t0
         if cls in _INLINE_TYPES or issubclass(cls, type):   # metaclasses: items are classes
             return None
+        self.foreign += 1       # the resolver may ask a policy (user code)
         cached = class_lookup(self.type_cache, cls)
         if cached == NULL:
             info = self.resolver.get_typeinfo(cls)
@@ -871,6 +876,7 @@ cdef class WriteContext(Buffer):
 
     cdef int write_same_objects(self, object seq, Py_ssize_t n, bint is_list, TypeInfo info) except -1:
         cdef Serializer ser = info.serializer
+        self.foreign += 1
         cdef bint track = self.ref or ser.track_identity
         cdef Py_ssize_t i, idx, mark = 0
         self.put_u8(K_OBJECT)
@@ -1050,13 +1056,16 @@ cdef class WriteContext(Buffer):
                         break
         self.put_u8(kkind | (vkind << 4))
         pos = 0
-        if kkind == K_STR and (vkind != K_ANY or atoms):
+        small = small and i == n
+        if kkind == K_STR and vkind == K_ANY and small and not atoms:
+            # str keys, values that may run user code (objects, containers of them)
+            self.write_held_items(obj, small_k, small_v, n)
+        elif kkind == K_STR and (vkind != K_ANY or atoms):
             # str keys and atom values: no user code can run in this loop. The keys go
             # into the string table (they repeat in lists of records), except when
             # nothing else can refer to them: this dict is the whole payload (its
             # values are atoms) and strings are not tracked (ref=False)
             unique = not self.ref and start == HEADER_SIZE
-            small = small and i == n
             i = 0
             while True:
                 if small:
@@ -1114,6 +1123,33 @@ cdef class WriteContext(Buffer):
             if count != n or PyDict_Size(obj) != n:
                 raise _error.ChangedDuringSerializationError("dict changed size during iteration")
         self.depth -= 1
+        return 0
+
+    cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
+                              Py_ssize_t n) except -1:
+        """The items of a small dict with str keys, as the first pass of write_dict kept
+        them (a second PyDict_Next pass cost more than writing most items). Each is held
+        by a reference while written, as user code may run (an object's serializer);
+        if some did (self.foreign moved), the dict must still hold exactly these items
+        afterwards, else the payload would not be a snapshot of it."""
+        cdef Py_ssize_t i, mark = self.foreign
+        for i in range(n):
+            Py_INCREF_raw(keys[i])
+            Py_INCREF_raw(values[i])
+        try:
+            for i in range(n):
+                self.write_str_dedup(<str>keys[i])
+                self.write_any(<object>values[i])
+            if self.foreign != mark:
+                if PyDict_Size(obj) != n:
+                    raise _error.ChangedDuringSerializationError("dict changed size during iteration")
+                for i in range(n):
+                    if obj.get(<str>keys[i], _MISSING) is not <object>values[i]:
+                        raise _error.ChangedDuringSerializationError("dict changed during iteration")
+        finally:
+            for i in range(n):
+                Py_DECREF_raw(keys[i])
+                Py_DECREF_raw(values[i])
         return 0
 
     cdef int write_setlike(self, object obj, uint8_t tag) except -1:
