@@ -31,6 +31,30 @@ cdef enum:
     # grow geometrically, and a failed write's buffer is dropped past it.
     KEEP_CAPACITY = 1 << 26
 
+cdef inline void copy_bytes(uint8_t* dst, const void* src_, Py_ssize_t n) noexcept:
+    # memcpy, with the short copies of most strings (up to 16 bytes) done inline as two
+    # overlapping fixed-size moves instead of a call
+    cdef const uint8_t* src = <const uint8_t*>src_
+    cdef uint64_t a, b
+    cdef uint32_t c, d
+    if n > 16:
+        memcpy(dst, src, n)
+    elif n >= 8:
+        memcpy(&a, src, 8)
+        memcpy(&b, src + n - 8, 8)
+        memcpy(dst, &a, 8)
+        memcpy(dst + n - 8, &b, 8)
+    elif n >= 4:
+        memcpy(&c, src, 4)
+        memcpy(&d, src + n - 4, 4)
+        memcpy(dst, &c, 4)
+        memcpy(dst + n - 4, &d, 4)
+    elif n > 0:
+        dst[0] = src[0]
+        dst[n >> 1] = src[n >> 1]
+        dst[n - 1] = src[n - 1]
+
+
 cdef object bytes_from(const uint8_t* p, Py_ssize_t n)
 cdef object bytearray_from(const uint8_t* p, Py_ssize_t n)
 
@@ -217,7 +241,7 @@ cdef class Buffer:
         n = PyUnicode_GET_LENGTH(s)
         self.reserve(10 + n)
         self.put_varuint64_unchecked((<uint64_t>n << 3) | flags)
-        memcpy(self.data + self.pos, PyUnicode_DATA(s), n)
+        copy_bytes(self.data + self.pos, PyUnicode_DATA(s), n)
         self.pos += n
         return 0
     cdef str get_str_other(self, uint64_t header)

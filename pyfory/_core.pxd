@@ -48,6 +48,7 @@ cdef enum:
     KEY_CACHE_MAX_LEN = 32      # keys of at most this many bytes
     KEY_CACHE_MAX_DICT = 64     # used in dicts of at most this many items
     SMALL_DICT = 16             # WriteContext.write_dict iterates dicts this small once
+    LIST_DICT_MAX = 1 << 21     # ... and lists larger ones' items up to this many
 
 
 cdef struct PtrTable:
@@ -122,6 +123,9 @@ cdef class WriteContext(Buffer):
     cdef dict overrides                  # serializers registered for builtin types, or None
     cdef public object unsupported_callback  # dumps(unsupported_callback=): see write_unsupported
     cdef Py_ssize_t foreign              # times user code may have run (write_held_items)
+    cdef PyObject** dict_keys            # write_dict's listing of a large dict's items
+    cdef PyObject** dict_values          # (borrowed; see write_dict)
+    cdef Py_ssize_t dict_cap
 
     cdef int begin(self) except -1
     cdef void end(self) noexcept
@@ -137,6 +141,7 @@ cdef class WriteContext(Buffer):
     cdef int write_list(self, list obj) except -1
     cdef int write_tuple(self, tuple obj) except -1
     cdef int write_dict(self, dict obj) except -1
+    cdef bint reserve_dict_scratch(self, Py_ssize_t n) noexcept
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1

@@ -463,6 +463,8 @@ cdef class WriteContext(Buffer):
     def __dealloc__(self):
         ptable_free(&self.memo)
         ptable_free(&self.strings)
+        free(self.dict_keys)
+        free(self.dict_values)
 
     cdef int begin(self) except -1:
         global _payload_counter
@@ -487,6 +489,12 @@ cdef class WriteContext(Buffer):
         return 0
 
     cdef void end(self) noexcept:
+        if self.dict_cap > PTABLE_KEEP:
+            # one payload had a large dict: do not keep its scratch arrays
+            free(self.dict_keys)
+            free(self.dict_values)
+            self.dict_keys = self.dict_values = NULL
+            self.dict_cap = 0
         if self.memo.count:
             ptable_clear(&self.memo)
         if self.strings.count:
@@ -1005,7 +1013,9 @@ cdef class WriteContext(Buffer):
         cdef PyObject* small_k[SMALL_DICT]
         cdef PyObject* small_v[SMALL_DICT]
         cdef uint8_t kkind, vkind
-        cdef bint kuniform = True, vuniform = True, atoms = True, small, unique
+        cdef bint kuniform = True, vuniform = True, atoms = True, small, unique, listed
+        cdef PyObject** ks
+        cdef PyObject** vs
         cdef int overflow
         cdef long long iv
         if self.ref and self.write_ref_or_register(obj):
@@ -1017,12 +1027,22 @@ cdef class WriteContext(Buffer):
             return 0
         self.enter()
         small = n <= SMALL_DICT
+        # the items are listed by the first pass for the second: on the C stack for
+        # small dicts, else (up to LIST_DICT_MAX) in the context's scratch arrays, which
+        # nested dicts reuse once the listing dict no longer needs them
+        listed = not small and n <= LIST_DICT_MAX and self.reserve_dict_scratch(n)
+        ks = self.dict_keys
+        vs = self.dict_values
         # one pass to find whether keys / values share one packable type, and whether
         # every value is an atom (None, bool, int, float, str)
         while PyDict_Next(obj, &pos, &k, &v):
-            if small and i < SMALL_DICT:
-                small_k[i] = k
-                small_v[i] = v
+            if small:
+                if i < SMALL_DICT:
+                    small_k[i] = k
+                    small_v[i] = v
+            elif listed and i < n:
+                ks[i] = k
+                vs[i] = v
             i += 1
             t = TYPE_OF(v)
             if atoms and not (t == <PyObject*>str or t == <PyObject*>int or t == <PyObject*>float
@@ -1057,6 +1077,7 @@ cdef class WriteContext(Buffer):
         self.put_u8(kkind | (vkind << 4))
         pos = 0
         small = small and i == n
+        listed = listed and i == n
         if kkind == K_STR and vkind == K_ANY and small and not atoms:
             # str keys, values that may run user code (objects, containers of them)
             self.write_held_items(obj, small_k, small_v, n)
@@ -1073,6 +1094,12 @@ cdef class WriteContext(Buffer):
                         break
                     k = small_k[i]
                     v = small_v[i]
+                    i += 1
+                elif listed:
+                    if i == n:
+                        break
+                    k = ks[i]
+                    v = vs[i]
                     i += 1
                 elif not PyDict_Next(obj, &pos, &k, &v):
                     break
@@ -1124,6 +1151,24 @@ cdef class WriteContext(Buffer):
                 raise _error.ChangedDuringSerializationError("dict changed size during iteration")
         self.depth -= 1
         return 0
+
+    cdef bint reserve_dict_scratch(self, Py_ssize_t n) noexcept:
+        # room for n items in dict_keys / dict_values; False when memory is short (the
+        # caller then iterates the dict twice instead)
+        cdef PyObject** nk
+        cdef PyObject** nv
+        if n <= self.dict_cap:
+            return True
+        nk = <PyObject**>realloc(self.dict_keys, n * sizeof(PyObject*))
+        if nk == NULL:
+            return False
+        self.dict_keys = nk
+        nv = <PyObject**>realloc(self.dict_values, n * sizeof(PyObject*))
+        if nv == NULL:
+            return False
+        self.dict_values = nv
+        self.dict_cap = n
+        return True
 
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n) except -1:
