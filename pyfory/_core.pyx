@@ -1443,7 +1443,15 @@ cdef class ReadContext(Buffer):
 
     cdef int begin(self, object data) except -1:
         cdef Fory fory = <Fory>self.fory
-        self.attach(data)
+        if type(data) is bytes and self.source is None and not self.has_view and self.out == NULL:
+            # (Buffer.attach of bytes, inline: the usual input, on a detached context)
+            self.source = data
+            self.data = <uint8_t*>PyBytes_AS_STRING(data)
+            self.size = PyBytes_GET_SIZE(data)
+            self.pos = 0
+            self.owns_data = False
+        else:
+            self.attach(data)
         self.depth = 0
         self.in_use = True
         self.buffer_index = 0
@@ -2560,7 +2568,7 @@ cdef class Fory:
         cdef uint8_t flags
         if buffers is not None:
             buffers = list(buffers)
-        if isinstance(data, Buffer):
+        if type(data) is not bytes and isinstance(data, Buffer):
             data = _unread_bytes(<Buffer>data)
         if ctx.in_use:
             ctx = ReadContext(self)
