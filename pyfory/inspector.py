@@ -1466,7 +1466,8 @@ def _dtype_info(s: str) -> Optional[Dict[str, Any]]:
         rest, _, unit = rest.partition("[")
         if not unit.endswith("]"):
             return None
-    if rest and not rest.isdigit():
+    if rest and not (rest.isascii() and rest.isdigit()):
+        # (isdigit alone takes '¹', which int() refuses: strings may be Latin-1 now)
         return None
     kind = ch if ch in "biufcmMSUVOT" and rest else _CHAR_KIND.get(ch)
     if kind is None:
