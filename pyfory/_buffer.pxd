@@ -5,7 +5,7 @@ The hot helpers are `cdef inline` here so the core loop inlines them; every read
 checks the remaining length first and raises a pyfory error instead of reading past
 the end.
 """
-from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t, uint64_t
 from libc.string cimport memcpy
 from cpython.buffer cimport Py_buffer
 from cpython.object cimport PyObject
@@ -17,11 +17,43 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
     bint PyUnicode_IS_ASCII(object s)
     int PyUnicode_1BYTE_KIND
+    int PyUnicode_2BYTE_KIND
 
 
 # copies of at least this many bytes go to memory advised for huge pages
 cdef enum:
     HUGE_PAGE_MIN = 1 << 22
+    # payloads up to this size are written into the buffer's kept block and handed out
+    # as one exact-size bytes copy: cheaper than allocating a bytes object of a guessed
+    # size and shrinking it (a realloc, which pymalloc does by a new block and a copy)
+    SMALL_CAPACITY = 512
+    # The next output starts at the last output's size, up to this much; larger ones
+    # grow geometrically, and a failed write's buffer is dropped past it.
+    KEEP_CAPACITY = 1 << 26
+
+cdef inline void copy_bytes(uint8_t* dst, const void* src_, Py_ssize_t n) noexcept:
+    # memcpy, with the short copies of most strings (up to 16 bytes) done inline as two
+    # overlapping fixed-size moves instead of a call
+    cdef const uint8_t* src = <const uint8_t*>src_
+    cdef uint64_t a, b
+    cdef uint32_t c, d
+    if n > 16:
+        memcpy(dst, src, n)
+    elif n >= 8:
+        memcpy(&a, src, 8)
+        memcpy(&b, src + n - 8, 8)
+        memcpy(dst, &a, 8)
+        memcpy(dst + n - 8, &b, 8)
+    elif n >= 4:
+        memcpy(&c, src, 4)
+        memcpy(&d, src + n - 4, 4)
+        memcpy(dst, &c, 4)
+        memcpy(dst + n - 4, &d, 4)
+    elif n > 0:
+        dst[0] = src[0]
+        dst[n >> 1] = src[n >> 1]
+        dst[n - 1] = src[n - 1]
+
 
 cdef object bytes_from(const uint8_t* p, Py_ssize_t n)
 cdef object bytearray_from(const uint8_t* p, Py_ssize_t n)
@@ -194,30 +226,29 @@ cdef class Buffer:
 
     # ---- strings (shared by the core and custom serializers) ------------------
     # A string is a varint header then its bytes. Header = (nbytes << 3) | flags,
-    # flags = (register << 2) | encoding, encoding 0 ascii, 1 latin-1, 2 utf-8.
+    # flags = (register << 2) | encoding: 0 the 1-byte kind (Latin-1 bytes, ASCII
+    # included), 1 the 2-byte kind (UCS-2 little-endian, as CPython stores it), 2 UTF-8.
     # Encoding 3 is a back-reference: header = (index << 2) | 3 (see _core.pyx).
     cdef int put_str_other(self, str s, uint64_t flags) except -1
 
     cdef inline int put_str(self, str s, int register) except -1:
         # string header (length << 3 | register << 2 | encoding), then the bytes;
-        # latin-1 strings (most, ASCII) are copied as they are, inline here
+        # 1-byte-kind strings (most, ASCII) are copied as they are, inline here
         cdef Py_ssize_t n
         cdef uint64_t flags = <uint64_t>register << 2
         if PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND:
             return self.put_str_other(s, flags)
         n = PyUnicode_GET_LENGTH(s)
-        if not PyUnicode_IS_ASCII(s):
-            flags |= 1
         self.reserve(10 + n)
         self.put_varuint64_unchecked((<uint64_t>n << 3) | flags)
-        memcpy(self.data + self.pos, PyUnicode_DATA(s), n)
+        copy_bytes(self.data + self.pos, PyUnicode_DATA(s), n)
         self.pos += n
         return 0
     cdef str get_str_other(self, uint64_t header)
 
     cdef inline str get_str_body(self, uint64_t header):
         # ASCII (the common case) is checked and copied here, inline; the rest
-        # goes through CPython's decoders
+        # (Latin-1, UCS-2, UTF-8) in get_str_other
         cdef uint64_t n64 = header >> 3
         cdef Py_ssize_t n, i
         cdef const uint8_t* p
@@ -229,7 +260,7 @@ cdef class Buffer:
         n = <Py_ssize_t>n64
         p = self.data + self.pos
         # optimistic: copy and check in one pass (no memcpy call for short strings);
-        # a non-ASCII string is rare and starts over with the decoders
+        # a Latin-1 string is rarer and starts over in get_str_other
         s = PyUnicode_New(n, 127)
         dst = <uint8_t*>PyUnicode_DATA(s)
         for i in range(n):

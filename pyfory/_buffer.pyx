@@ -8,7 +8,7 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE,
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
-from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeLatin1, PyUnicode_DecodeASCII
+from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeLatin1
 
 from pyfory.error import MalformedDataError, TruncatedDataError
 
@@ -48,6 +48,27 @@ cdef extern from *:
     """
     void pyfory_advise_huge_pages(void* p, Py_ssize_t n) nogil
 
+cdef extern from *:
+    """
+    /* 1 when the UCS-2 form of a 2-byte-kind string is not longer than its UTF-8:
+       (characters below U+0080) - (characters from U+0800 up) <= 0. 32-bit partial
+       sums over blocks, so that the compiler can vectorize the loop. */
+    static int pyfory_ucs2_not_longer(const uint16_t* u, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        long long d = 0;
+        while (i < n) {
+            Py_ssize_t end = n - i > 65536 ? i + 65536 : n;
+            int32_t acc = 0;
+            for (; i < end; i++) {
+                acc += (int32_t)(u[i] < 0x80) - (int32_t)(u[i] >= 0x800);
+            }
+            d += acc;
+        }
+        return d <= 0;
+    }
+    """
+    int pyfory_ucs2_not_longer(const uint16_t* u, Py_ssize_t n) nogil
+
 
 cdef inline void copy_advised(char* dst, const uint8_t* p, Py_ssize_t n) noexcept:
     # a large copy into fresh memory: advise it for huge pages before touching it
@@ -74,13 +95,7 @@ cdef object bytearray_from(const uint8_t* p, Py_ssize_t n):
 
 
 cdef Py_ssize_t INITIAL_CAPACITY = 256
-# payloads up to this size are written into the buffer's kept block and handed out as
-# one exact-size bytes copy: cheaper than allocating a bytes object of a guessed size
-# and shrinking it (a realloc, which pymalloc does by a new block and a copy)
-cdef Py_ssize_t SMALL_CAPACITY = 512
-# The next output starts at the last output's size, up to this much; larger ones
-# grow geometrically, and a failed write's buffer is dropped past it.
-cdef Py_ssize_t KEEP_CAPACITY = 1 << 26
+# SMALL_CAPACITY, KEEP_CAPACITY: in _buffer.pxd
 
 
 cdef uint64_t _take_unsigned(Buffer buf, Py_ssize_t n) except? 0xFFFFFFFFFFFFFFFF:
@@ -216,6 +231,13 @@ cdef class Buffer:
         Py_XDECREF(self.out)
         self.out = NULL
         self.owns_data = False
+        if type(source) is bytes:
+            # immutable: its storage is read directly, without the buffer protocol
+            self.source = source
+            self.data = <uint8_t*>PyBytes_AS_STRING(source)
+            self.size = PyBytes_GET_SIZE(source)
+            self.pos = 0
+            return 0
         PyObject_GetBuffer(source, &self.view, PyBUF_SIMPLE)
         self.has_view = True
         self.source = source
@@ -228,6 +250,7 @@ cdef class Buffer:
         if self.has_view:
             PyBuffer_Release(&self.view)
             self.has_view = False
+        if self.source is not None:
             self.source = None
             self.data = NULL
             self.size = 0
@@ -276,9 +299,24 @@ cdef class Buffer:
             shift += 7
 
     cdef int put_str_other(self, str s, uint64_t flags) except -1:
-        # put_str (_buffer.pxd) of a string that is not latin-1: UTF-8
-        cdef Py_ssize_t n
+        # put_str (_buffer.pxd) of a string that is not of the 1-byte kind. A 2-byte-kind
+        # string goes as CPython stores it (UCS-2: 2 bytes a character, copied as is, and
+        # read back by a copy) unless UTF-8 is shorter: with a ASCII characters, b below
+        # U+0800 and c from U+0800 up, UTF-8 takes a + 2b + 3c bytes and UCS-2 2(a+b+c),
+        # so UCS-2 when a <= c. 4-byte-kind strings go as UTF-8 (never longer than UCS-4).
+        cdef Py_ssize_t n, nchars
         cdef const char* p
+        cdef const uint16_t* u
+        if PyUnicode_KIND(s) == PyUnicode_2BYTE_KIND:
+            nchars = PyUnicode_GET_LENGTH(s)
+            u = <const uint16_t*>PyUnicode_DATA(s)
+            if pyfory_ucs2_not_longer(u, nchars):
+                n = 2 * nchars
+                self.reserve(10 + n)
+                self.put_varuint64_unchecked((<uint64_t>n << 3) | flags | 1)
+                memcpy(self.data + self.pos, u, n)
+                self.pos += n
+                return 0
         try:
             p = PyUnicode_AsUTF8AndSize(s, &n)
         except UnicodeEncodeError:
@@ -295,25 +333,40 @@ cdef class Buffer:
     cdef str get_str_other(self, uint64_t header):
         cdef uint64_t enc = header & 3
         cdef uint64_t n64 = header >> 3
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, i
+        cdef uint16_t acc = 0
+        cdef uint16_t* dst
+        cdef str s
         if n64 > <uint64_t>(self.size - self.pos):
             self.raise_truncated(<Py_ssize_t>min(n64, <uint64_t>0x7FFFFFFFFFFFFFFF))
         n = <Py_ssize_t>n64
         cdef const char* p = <const char*>(self.data + self.pos)
-        self.pos += n
         if enc == 0:
-            try:
-                return PyUnicode_DecodeASCII(p, n, NULL)
-            except UnicodeDecodeError as e:
-                raise MalformedDataError(f"string marked ASCII is not: {e}") from None
-        if enc == 1:
+            # 1-byte kind with a character above U+007F (get_str_body did ASCII)
+            self.pos += n
             return PyUnicode_DecodeLatin1(p, n, NULL)
+        if enc == 1:
+            # 2-byte kind: the code units as CPython stores them, copied as they are.
+            # CPython requires the narrowest kind: one character must be above U+00FF
+            if n & 1:
+                raise MalformedDataError(f"UCS-2 string of an odd {n} bytes at offset {self.pos}")
+            s = PyUnicode_New(n >> 1, 0xFFFF)
+            dst = <uint16_t*>PyUnicode_DATA(s)
+            memcpy(dst, p, n)
+            for i in range(n >> 1):
+                acc |= dst[i]
+            if acc < 0x100:
+                raise MalformedDataError(
+                    f"string marked UCS-2 has no character above U+00FF (offset {self.pos})")
+            self.pos += n
+            return s
         if enc == 2:
+            self.pos += n
             try:
                 return PyUnicode_DecodeUTF8(p, n, "surrogatepass")
             except UnicodeDecodeError as e:
                 raise MalformedDataError(f"invalid UTF-8 in string: {e}") from None
-        raise MalformedDataError(f"invalid string header at offset {self.pos - n}")
+        raise MalformedDataError(f"invalid string header at offset {self.pos}")
 
     # ---- Python-visible API for custom serializers -----------------------------
     @property

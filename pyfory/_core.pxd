@@ -42,6 +42,15 @@ cdef enum:
                          # per item [marker when tracked] + the serializer's payload
 
 
+# the reader's cache of dict key strings (ReadContext.read_key)
+cdef enum:
+    KEY_CACHE_SIZE = 512        # slots, a power of two
+    KEY_CACHE_MAX_LEN = 32      # keys of at most this many bytes
+    KEY_CACHE_MAX_DICT = 64     # used in dicts of at most this many items
+    SMALL_DICT = 16             # WriteContext.write_dict iterates dicts this small once
+    LIST_DICT_MAX = 1 << 21     # ... and lists larger ones' items up to this many
+
+
 cdef struct PtrTable:
     # open addressing, linear probing: object address -> index in `keys`
     PyObject** slots_key
@@ -113,6 +122,10 @@ cdef class WriteContext(Buffer):
     cdef Py_ssize_t oob_view_min         # ... those of at least this many bytes
     cdef dict overrides                  # serializers registered for builtin types, or None
     cdef public object unsupported_callback  # dumps(unsupported_callback=): see write_unsupported
+    cdef Py_ssize_t foreign              # times user code may have run (write_held_items)
+    cdef PyObject** dict_keys            # write_dict's listing of a large dict's items
+    cdef PyObject** dict_values          # (borrowed; see write_dict)
+    cdef Py_ssize_t dict_cap
 
     cdef int begin(self) except -1
     cdef void end(self) noexcept
@@ -128,6 +141,9 @@ cdef class WriteContext(Buffer):
     cdef int write_list(self, list obj) except -1
     cdef int write_tuple(self, tuple obj) except -1
     cdef int write_dict(self, dict obj) except -1
+    cdef bint reserve_dict_scratch(self, Py_ssize_t n) noexcept
+    cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
+                              Py_ssize_t n) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
     cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1
@@ -166,6 +182,8 @@ cdef class ReadContext(Buffer):
     cdef Py_ssize_t hash_work         # nodes that hashing keys visits (see check_key)
     cdef Py_ssize_t max_hash_work
     cdef dict hash_memo               # id -> (object, weight) for check_key
+    cdef PyObject** key_cache         # short ASCII dict keys of earlier loads (see read_key)
+    cdef str read_key(self, uint64_t h)
     cdef int check_key(self, object key) except -1
     cdef int charge_collisions(self, Py_ssize_t n) except -1
     cdef object read_unsupported(self)
@@ -207,6 +225,13 @@ cdef class ReadContext(Buffer):
 
     cdef inline str read_str_any(self):
         return self.read_str_header(self.get_varuint64())
+
+    cdef inline str read_key_any(self, bint cached):
+        # a packed K_STR dict key; `cached`: through the key cache (read_key)
+        cdef uint64_t h = self.get_varuint64()
+        if cached and (h & 3) == 0 and (h >> 3) <= KEY_CACHE_MAX_LEN:
+            return self.read_key(h)
+        return self.read_str_header(h)
 
     cdef inline object read_any_inline(self):
         # the atoms here, inline where a hot loop reads values; the rest in read_tagged

@@ -25,7 +25,7 @@ from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble, PyC
 from cpython.type cimport PyType_Check
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyObject_CheckBuffer
 
-from pyfory._buffer cimport Buffer, bytes_from, bytearray_from
+from pyfory._buffer cimport Buffer, bytes_from, bytearray_from, SMALL_CAPACITY, KEEP_CAPACITY
 
 import os as _os
 import pickle as _pickle
@@ -88,6 +88,16 @@ cdef extern from "Python.h":
         Py_ssize_t allocated
     void* PyMem_Malloc(size_t n)
     void Py_SET_SIZE(object o, Py_ssize_t n)
+    void Py_INCREF_raw "Py_INCREF"(PyObject* o)
+    void Py_DECREF_raw "Py_DECREF"(PyObject* o)
+    # new references as raw pointers: stored straight into a list's item array
+    PyObject* PyFloat_FromDouble_raw "PyFloat_FromDouble"(double v)
+    PyObject* PyLong_FromLongLong_raw "PyLong_FromLongLong"(long long v)
+    void* PyUnicode_DATA(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+    bint PyUnicode_IS_ASCII(object s)
+    Py_hash_t PyObject_Hash(object o) except -1
+    int memcmp(const void* a, const void* b, size_t n)
 
 
 cdef inline PyObject* class_lookup(dict table, object cls) noexcept:
@@ -115,6 +125,7 @@ cdef frozenset _CODE_WRAPPERS = frozenset([staticmethod, classmethod])
 
 # ReadContext.check_type_meta: its key in `scratch` (and the total's key in its counts)
 _TYPE_META_COUNTS = object()
+_MISSING = object()
 SCHEMA_TOTAL_FLOOR = 8192
 
 # an object left out of the payload by dumps' unsupported_callback (docs/format.md);
@@ -131,7 +142,8 @@ cdef enum:
     D_BY_VALUE = 4      # class rebuilt from its definition
 
 FORMAT_MAGIC = b"\xfd\x59"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+cdef uint8_t FORMAT_VERSION_C = 2   # the same, read without a module lookup per call
 cdef int HEADER_SIZE = 4
 cdef uint8_t F_REF = 1
 cdef uint8_t F_COMPATIBLE = 2
@@ -451,6 +463,8 @@ cdef class WriteContext(Buffer):
     def __dealloc__(self):
         ptable_free(&self.memo)
         ptable_free(&self.strings)
+        free(self.dict_keys)
+        free(self.dict_values)
 
     cdef int begin(self) except -1:
         global _payload_counter
@@ -463,17 +477,38 @@ cdef class WriteContext(Buffer):
         self.oob_threshold = (<Fory>self.fory).oob_threshold
         self.overrides = (<Fory>self.fory)._builtin_overrides
         self.in_use = True
-        self.reset_for_write()
+        # (reset_for_write, inline: a WriteContext never reads)
+        if self.out != NULL and self.size > KEEP_CAPACITY:
+            self.reset_for_write()
+        self.pos = 0
+        if self.out == NULL and self.small != NULL and self.size_hint <= SMALL_CAPACITY:
+            # the last payload was small: write into the kept block (see Buffer.grow)
+            self.data = self.small
+            self.size = SMALL_CAPACITY
+            self.owns_data = True
         return 0
 
     cdef void end(self) noexcept:
-        ptable_clear(&self.memo)
-        ptable_clear(&self.strings)
-        self.names = None
-        self.buffer_callback = None
-        self.unsupported_callback = None
-        self.oob_views = None
-        self.scratch = None
+        if self.dict_cap > PTABLE_KEEP:
+            # one payload had a large dict: do not keep its scratch arrays
+            free(self.dict_keys)
+            free(self.dict_values)
+            self.dict_keys = self.dict_values = NULL
+            self.dict_cap = 0
+        if self.memo.count:
+            ptable_clear(&self.memo)
+        if self.strings.count:
+            ptable_clear(&self.strings)
+        if self.names is not None:
+            self.names = None
+        if self.buffer_callback is not None:
+            self.buffer_callback = None
+        if self.unsupported_callback is not None:
+            self.unsupported_callback = None
+        if self.oob_views is not None:
+            self.oob_views = None
+        if self.scratch is not None:
+            self.scratch = None
         self.in_use = False
 
     cdef int enter(self) except -1:
@@ -531,6 +566,7 @@ cdef class WriteContext(Buffer):
         cdef PyObject* cached
         cdef TypeInfo info
         cdef double d
+        self.foreign += 1       # user code may run from here (see write_held_items)
         if t is bytes:
             if self.ref and self.write_ref_or_register(obj):
                 return 0
@@ -812,10 +848,13 @@ cdef class WriteContext(Buffer):
     cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1:
         cdef uint8_t kind = K_ANY if self.overrides is not None else seq_kind(seq, n, is_list)
         cdef TypeInfo info
-        if kind == K_ANY and n >= 2 and self.overrides is None:
-            info = self.same_class_info(seq, n, is_list)
-            if info is not None:
-                return self.write_same_objects(seq, n, is_list, info)
+        if kind == K_UNIFORM:
+            # one type throughout (mixed types never make K_OBJECT: no second look)
+            kind = K_ANY
+            if n >= 2:
+                info = self.same_class_info(seq, n, is_list)
+                if info is not None:
+                    return self.write_same_objects(seq, n, is_list, info)
         return self.write_items(seq, n, kind, is_list)
 
     cdef TypeInfo same_class_info(self, object seq, Py_ssize_t n, bint is_list):
@@ -833,6 +872,7 @@ cdef class WriteContext(Buffer):
         cls = <object>t0
         if cls in _INLINE_TYPES or issubclass(cls, type):   # metaclasses: items are classes
             return None
+        self.foreign += 1       # the resolver may ask a policy (user code)
         cached = class_lookup(self.type_cache, cls)
         if cached == NULL:
             info = self.resolver.get_typeinfo(cls)
@@ -844,6 +884,7 @@ cdef class WriteContext(Buffer):
 
     cdef int write_same_objects(self, object seq, Py_ssize_t n, bint is_list, TypeInfo info) except -1:
         cdef Serializer ser = info.serializer
+        self.foreign += 1
         cdef bint track = self.ref or ser.track_identity
         cdef Py_ssize_t i, idx, mark = 0
         self.put_u8(K_OBJECT)
@@ -961,13 +1002,20 @@ cdef class WriteContext(Buffer):
         return 0
 
     cdef int write_dict(self, dict obj) except -1:
-        cdef Py_ssize_t n, pos = 0, count = 0
+        cdef Py_ssize_t n, pos = 0, count = 0, i = 0, start = self.pos
         cdef PyObject* k
         cdef PyObject* v
         cdef PyObject* kt = NULL
         cdef PyObject* vt = NULL
+        cdef PyObject* t
+        # the items of a small dict, kept by the first pass for the second (borrowed:
+        # only used when writing them runs no user code)
+        cdef PyObject* small_k[SMALL_DICT]
+        cdef PyObject* small_v[SMALL_DICT]
         cdef uint8_t kkind, vkind
-        cdef bint kuniform = True, vuniform = True
+        cdef bint kuniform = True, vuniform = True, atoms = True, small, unique, listed
+        cdef PyObject** ks
+        cdef PyObject** vs
         cdef int overflow
         cdef long long iv
         if self.ref and self.write_ref_or_register(obj):
@@ -978,15 +1026,35 @@ cdef class WriteContext(Buffer):
         if n == 0:
             return 0
         self.enter()
-        # one pass to find whether keys / values share one packable type
+        small = n <= SMALL_DICT
+        # the items are listed by the first pass for the second: on the C stack for
+        # small dicts, else (up to LIST_DICT_MAX) in the context's scratch arrays, which
+        # nested dicts reuse once the listing dict no longer needs them
+        listed = not small and n <= LIST_DICT_MAX and self.reserve_dict_scratch(n)
+        ks = self.dict_keys
+        vs = self.dict_values
+        # one pass to find whether keys / values share one packable type, and whether
+        # every value is an atom (None, bool, int, float, str)
         while PyDict_Next(obj, &pos, &k, &v):
+            if small:
+                if i < SMALL_DICT:
+                    small_k[i] = k
+                    small_v[i] = v
+            elif listed and i < n:
+                ks[i] = k
+                vs[i] = v
+            i += 1
+            t = TYPE_OF(v)
+            if atoms and not (t == <PyObject*>str or t == <PyObject*>int or t == <PyObject*>float
+                              or t == <PyObject*>bool or v == <PyObject*>None):
+                atoms = False
             if kt == NULL:
                 kt = TYPE_OF(k)
-                vt = TYPE_OF(v)
+                vt = t
             else:
                 if kuniform and TYPE_OF(k) != kt:
                     kuniform = False
-                if vuniform and TYPE_OF(v) != vt:
+                if vuniform and t != vt:
                     vuniform = False
         if self.overrides is not None:
             kuniform = vuniform = False
@@ -1008,10 +1076,37 @@ cdef class WriteContext(Buffer):
                         break
         self.put_u8(kkind | (vkind << 4))
         pos = 0
-        if kkind == K_STR and vkind != K_ANY:
-            # no user code can run in this loop
-            while PyDict_Next(obj, &pos, &k, &v):
-                self.write_str_dedup(<str>k)
+        small = small and i == n
+        listed = listed and i == n
+        if kkind == K_STR and vkind == K_ANY and small and not atoms:
+            # str keys, values that may run user code (objects, containers of them)
+            self.write_held_items(obj, small_k, small_v, n)
+        elif kkind == K_STR and (vkind != K_ANY or atoms):
+            # str keys and atom values: no user code can run in this loop. The keys go
+            # into the string table (they repeat in lists of records), except when
+            # nothing else can refer to them: this dict is the whole payload (its
+            # values are atoms) and strings are not tracked (ref=False)
+            unique = not self.ref and start == HEADER_SIZE
+            i = 0
+            while True:
+                if small:
+                    if i == n:
+                        break
+                    k = small_k[i]
+                    v = small_v[i]
+                    i += 1
+                elif listed:
+                    if i == n:
+                        break
+                    k = ks[i]
+                    v = vs[i]
+                    i += 1
+                elif not PyDict_Next(obj, &pos, &k, &v):
+                    break
+                if unique:
+                    self.put_str(<str>k, 0)
+                else:
+                    self.write_str_dedup(<str>k)
                 if vkind == K_STR:
                     if self.ref:
                         self.write_str_dedup(<str>v)
@@ -1019,9 +1114,11 @@ cdef class WriteContext(Buffer):
                         self.put_str(<str>v, 0)
                 elif vkind == K_FLOAT:
                     self.put_double(PyFloat_AS_DOUBLE(<object>v))
-                else:
+                elif vkind == K_INT:
                     iv = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
                     self.put_varint64(iv)
+                else:
+                    self.write_any(<object>v)
         else:
             while PyDict_Next(obj, &pos, &k, &v):
                 key = <object>k
@@ -1053,6 +1150,51 @@ cdef class WriteContext(Buffer):
             if count != n or PyDict_Size(obj) != n:
                 raise _error.ChangedDuringSerializationError("dict changed size during iteration")
         self.depth -= 1
+        return 0
+
+    cdef bint reserve_dict_scratch(self, Py_ssize_t n) noexcept:
+        # room for n items in dict_keys / dict_values; False when memory is short (the
+        # caller then iterates the dict twice instead)
+        cdef PyObject** nk
+        cdef PyObject** nv
+        if n <= self.dict_cap:
+            return True
+        nk = <PyObject**>realloc(self.dict_keys, n * sizeof(PyObject*))
+        if nk == NULL:
+            return False
+        self.dict_keys = nk
+        nv = <PyObject**>realloc(self.dict_values, n * sizeof(PyObject*))
+        if nv == NULL:
+            return False
+        self.dict_values = nv
+        self.dict_cap = n
+        return True
+
+    cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
+                              Py_ssize_t n) except -1:
+        """The items of a small dict with str keys, as the first pass of write_dict kept
+        them (a second PyDict_Next pass cost more than writing most items). Each is held
+        by a reference while written, as user code may run (an object's serializer);
+        if some did (self.foreign moved), the dict must still hold exactly these items
+        afterwards, else the payload would not be a snapshot of it."""
+        cdef Py_ssize_t i, mark = self.foreign
+        for i in range(n):
+            Py_INCREF_raw(keys[i])
+            Py_INCREF_raw(values[i])
+        try:
+            for i in range(n):
+                self.write_str_dedup(<str>keys[i])
+                self.write_any(<object>values[i])
+            if self.foreign != mark:
+                if PyDict_Size(obj) != n:
+                    raise _error.ChangedDuringSerializationError("dict changed size during iteration")
+                for i in range(n):
+                    if obj.get(<str>keys[i], _MISSING) is not <object>values[i]:
+                        raise _error.ChangedDuringSerializationError("dict changed during iteration")
+        finally:
+            for i in range(n):
+                Py_DECREF_raw(keys[i])
+                Py_DECREF_raw(values[i])
         return 0
 
     cdef int write_setlike(self, object obj, uint8_t tag) except -1:
@@ -1140,27 +1282,32 @@ cdef class WriteContext(Buffer):
         return ptable_get(&self.memo, <PyObject*>obj)
 
 
+cdef enum:
+    K_UNIFORM = 0xFF    # (seq_kind only) every item of one type that has no packed kind
+
+
 cdef inline uint8_t seq_kind(object seq, Py_ssize_t n, bint is_list) noexcept:
-    """K_STR / K_INT / K_FLOAT when every item has that exact type, else K_ANY."""
+    """K_STR / K_INT / K_FLOAT when every item has that exact type, K_UNIFORM when every
+    item has one other type, else (mixed types) K_ANY. One pass."""
     cdef PyObject* t0
     cdef Py_ssize_t i
     if is_list:
         t0 = TYPE_OF(PyList_GET_ITEM(seq, 0))
-    else:
-        t0 = TYPE_OF(PyTuple_GET_ITEM(seq, 0))
-    if t0 != <PyObject*>str and t0 != <PyObject*>int and t0 != <PyObject*>float:
-        return K_ANY
-    for i in range(1, n):
-        if is_list:
+        for i in range(1, n):
             if TYPE_OF(PyList_GET_ITEM(seq, i)) != t0:
                 return K_ANY
-        elif TYPE_OF(PyTuple_GET_ITEM(seq, i)) != t0:
-            return K_ANY
+    else:
+        t0 = TYPE_OF(PyTuple_GET_ITEM(seq, 0))
+        for i in range(1, n):
+            if TYPE_OF(PyTuple_GET_ITEM(seq, i)) != t0:
+                return K_ANY
     if t0 == <PyObject*>str:
         return K_STR
     if t0 == <PyObject*>int:
         return K_INT
-    return K_FLOAT
+    if t0 == <PyObject*>float:
+        return K_FLOAT
+    return K_UNIFORM
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -1274,9 +1421,15 @@ cdef class ReadContext(Buffer):
         pass
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
         objvec_free(&self.stack)
         objvec_free(&self.refs)
         objvec_free(&self.strings)
+        if self.key_cache != NULL:
+            for i in range(KEY_CACHE_SIZE):
+                Py_XDECREF(self.key_cache[i])
+            free(self.key_cache)
+            self.key_cache = NULL
 
     def __init__(self, fory):
         self.fory = fory
@@ -1290,7 +1443,15 @@ cdef class ReadContext(Buffer):
 
     cdef int begin(self, object data) except -1:
         cdef Fory fory = <Fory>self.fory
-        self.attach(data)
+        if type(data) is bytes and self.source is None and not self.has_view and self.out == NULL:
+            # (Buffer.attach of bytes, inline: the usual input, on a detached context)
+            self.source = data
+            self.data = <uint8_t*>PyBytes_AS_STRING(data)
+            self.size = PyBytes_GET_SIZE(data)
+            self.pos = 0
+            self.owns_data = False
+        else:
+            self.attach(data)
         self.depth = 0
         self.in_use = True
         self.buffer_index = 0
@@ -1308,15 +1469,22 @@ cdef class ReadContext(Buffer):
 
     cdef void end(self) noexcept:
         self.detach()
-        objvec_reset(&self.stack)   # what a failed read left on the value stack
-        objvec_reset(&self.refs)
-        objvec_reset(&self.strings)
+        if self.stack.len or self.stack.cap > PTABLE_KEEP:
+            objvec_reset(&self.stack)   # what a failed read left on the value stack
+        if self.refs.len or self.refs.cap > PTABLE_KEEP:
+            objvec_reset(&self.refs)
+        if self.strings.len or self.strings.cap > PTABLE_KEEP:
+            objvec_reset(&self.strings)
         if PyList_GET_SIZE(self.types):
             self.types = []
-        self.buffers = None
-        self.unsupported_objects = None
-        self.scratch = None
-        self.hash_memo = None
+        if self.buffers is not None:
+            self.buffers = None
+        if self.unsupported_objects is not None:
+            self.unsupported_objects = None
+        if self.scratch is not None:
+            self.scratch = None
+        if self.hash_memo is not None:
+            self.hash_memo = None
         self.in_use = False
 
     # -- the value stack: the items of a tuple, list or frozenset being read wait here
@@ -1657,6 +1825,46 @@ cdef class ReadContext(Buffer):
             objvec_push(&self.strings, s)
         return s
 
+    cdef str read_key(self, uint64_t h):
+        """A dict key of header h (ASCII or Latin-1, at most KEY_CACHE_MAX_LEN bytes):
+        the string object an earlier key with the same characters made, when it is in
+        the key cache. Small dicts of one shape are read again and again (messages,
+        records): a hit costs a byte comparison instead of a new string and its
+        siphash. Only ASCII strings are kept, so equal bytes are an ASCII string. Used
+        without ref tracking only: equal keys of different dicts may be one object."""
+        cdef Py_ssize_t n = <Py_ssize_t>(h >> 3), i
+        cdef const uint8_t* p
+        cdef uint64_t x
+        cdef PyObject** slot
+        cdef PyObject* entry
+        cdef str s
+        if n > self.size - self.pos:
+            return self.read_str_header(h)      # raises: truncated
+        if self.key_cache == NULL:
+            self.key_cache = <PyObject**>calloc(KEY_CACHE_SIZE, sizeof(PyObject*))
+            if self.key_cache == NULL:
+                raise MemoryError()
+        p = self.data + self.pos
+        x = <uint64_t>n * 0x9E3779B97F4A7C15ULL
+        for i in range(n):
+            x = (x ^ p[i]) * 0x100000001B3ULL
+        slot = &self.key_cache[(x >> 40) & (KEY_CACHE_SIZE - 1)]
+        entry = slot[0]
+        if (entry != NULL and PyUnicode_GET_LENGTH(<object>entry) == n
+                and memcmp(PyUnicode_DATA(<object>entry), p, n) == 0):
+            self.pos += n
+            s = <str>entry
+        else:
+            s = self.get_str_body(h)
+            if PyUnicode_IS_ASCII(s):
+                PyObject_Hash(s)                # cached in the string: the dict needs it
+                Py_INCREF(s)
+                Py_XDECREF(entry)
+                slot[0] = <PyObject*>s
+        if h & 4:
+            objvec_push(&self.strings, s)
+        return s
+
     cdef object read_elem(self, int kind):
         if kind == K_STR:
             return self.read_str_any()
@@ -1676,22 +1884,27 @@ cdef class ReadContext(Buffer):
         """Read n items of the given kind into a presized list or tuple that nobody
         else can see yet."""
         cdef PyObject** items = PySequence_Fast_ITEMS(seq)
+        cdef PyObject* r
         cdef Py_ssize_t i
         cdef object o
         cdef double d
+        # (ints and floats: the new reference goes into the item array as it is, no
+        # reference count round trip; a NULL leaves the error set and the rest NULL)
         if kind == K_INT:
             for i in range(n):
-                o = PyLong_FromLongLong(self.get_varint64())
-                Py_INCREF(o)
-                items[i] = <PyObject*>o
+                r = PyLong_FromLongLong_raw(self.get_varint64())
+                if r == NULL:
+                    return -1
+                items[i] = r
         elif kind == K_FLOAT:
             self.check_count(n, 8)
             for i in range(n):
                 memcpy(&d, self.data + self.pos, 8)
                 self.pos += 8
-                o = PyFloat_FromDouble(d)
-                Py_INCREF(o)
-                items[i] = <PyObject*>o
+                r = PyFloat_FromDouble_raw(d)
+                if r == NULL:
+                    return -1
+                items[i] = r
         elif kind == K_STR:
             for i in range(n):
                 o = self.read_str_any()
@@ -1811,7 +2024,7 @@ cdef class ReadContext(Buffer):
         cdef int kinds, kk, vk
         cdef dict d
         cdef KeyGuard guard = None
-        cdef bint plain
+        cdef bint plain, cached
         self.check_count(n, 2)
         self.add_graph(DICT_BYTES + n * DICT_ITEM_BYTES)
         d = _PyDict_NewPresized(n)
@@ -1825,13 +2038,15 @@ cdef class ReadContext(Buffer):
         vk = kinds >> 4
         if (kk != K_ANY and kk != K_STR) or (vk != K_ANY and vk != K_STR and vk != K_INT and vk != K_FLOAT):
             raise MalformedDataError(f"bad dict kinds {kinds} at offset {self.pos - 1}")
+        # the keys of small dicts through the key cache (read_key)
+        cached = n <= KEY_CACHE_MAX_DICT and not self.ref
         if kk == K_STR and vk == K_STR:
             for i in range(n):
-                key = self.read_str_any()
+                key = self.read_key_any(cached)
                 PyDict_SetItem(d, key, self.read_str_any())
         elif kk == K_STR:
             for i in range(n):
-                key = self.read_str_any()
+                key = self.read_key_any(cached)
                 PyDict_SetItem(d, key, self.read_elem(vk))
         else:
             for i in range(n):
@@ -2305,14 +2520,15 @@ cdef class Fory:
             ctx = WriteContext(self)
         ctx.begin()
         try:
-            ctx.unsupported_callback = unsupported_callback
+            if unsupported_callback is not None:
+                ctx.unsupported_callback = unsupported_callback
             if views is not None:
                 # buffers are offered as to a callback (buffer_callback only has to be
                 # set), and write_buffer_body appends them to oob_views instead of calling
                 ctx.buffer_callback = views
                 ctx.oob_views = views
                 ctx.oob_view_min = min_size
-            else:
+            elif buffer_callback is not None:
                 ctx.buffer_callback = buffer_callback
             if self.ref:
                 flags |= F_REF
@@ -2321,7 +2537,7 @@ cdef class Fory:
             ctx.reserve(HEADER_SIZE)
             ctx.data[0] = 0xFD
             ctx.data[1] = 0x59
-            ctx.data[2] = FORMAT_VERSION
+            ctx.data[2] = FORMAT_VERSION_C
             ctx.data[3] = flags
             ctx.pos = HEADER_SIZE
             ctx.write_any(obj)
@@ -2352,16 +2568,17 @@ cdef class Fory:
         cdef uint8_t flags
         if buffers is not None:
             buffers = list(buffers)
-        if isinstance(data, Buffer):
+        if type(data) is not bytes and isinstance(data, Buffer):
             data = _unread_bytes(<Buffer>data)
         if ctx.in_use:
             ctx = ReadContext(self)
         ctx.begin(data)
         try:
-            ctx.unsupported_objects = None if unsupported_objects is None else iter(unsupported_objects)
+            if unsupported_objects is not None:
+                ctx.unsupported_objects = iter(unsupported_objects)
             if ctx.size < HEADER_SIZE or ctx.data[0] != 0xFD or ctx.data[1] != 0x59:
                 raise FormatError("not a pyfory payload (bad magic bytes)")
-            if ctx.data[2] != FORMAT_VERSION:
+            if ctx.data[2] != FORMAT_VERSION_C:
                 raise FormatError(
                     f"payload has pyfory format version {ctx.data[2]}; this pyfory "
                     f"reads version {FORMAT_VERSION}")
@@ -2371,7 +2588,8 @@ cdef class Fory:
                 raise _error.OutOfBandBufferError(
                     "the payload has out-of-band buffers: pass them as loads(data, buffers=[...])")
             ctx.pos = HEADER_SIZE
-            ctx.buffers = buffers
+            if buffers is not None:
+                ctx.buffers = buffers
             obj = ctx.read_any()
             if ctx.pos != ctx.size:
                 raise MalformedDataError(

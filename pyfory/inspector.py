@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional
 __all__ = ["inspect", "inspect_payload", "render_text", "to_json", "INTERNAL_TYPE_NAMES", "FORMAT_VERSION"]
 
 MAGIC = b"\xfd\x59"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 F_REF, F_COMPATIBLE, F_OOB = 1, 2, 4
 
 # value tags (docs/format.md section 3)
@@ -398,13 +398,20 @@ class _Decoder:
         enc = h & 3
         try:
             if enc == 0:
-                s = raw.decode("ascii")
-            elif enc == 1:
                 s = raw.decode("latin-1")
+            elif enc == 1:
+                if n & 1:
+                    self.fail(f"{what} marked UCS-2 has an odd {n} bytes", start)
+                units = struct.unpack(f"<{n // 2}H", raw)
+                if max(units, default=0) < 0x100:
+                    # CPython's 2-byte kind needs a character above U+00FF
+                    self.fail(f"{what} marked UCS-2 has no character above U+00FF", start)
+                # each unit one character (two surrogates stay two, as in CPython)
+                s = "".join(map(chr, units))
             else:
                 s = raw.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError as e:
-            self.fail(f"{what} marked {('ASCII', 'Latin-1', 'UTF-8')[enc]} is not: {e.reason}", start)
+            self.fail(f"{what} marked {('Latin-1', 'UCS-2', 'UTF-8')[enc]} is not: {e.reason}", start)
         if h & 4:
             node.str_index = len(self.strings)
             self.strings.append(s)
@@ -1459,7 +1466,8 @@ def _dtype_info(s: str) -> Optional[Dict[str, Any]]:
         rest, _, unit = rest.partition("[")
         if not unit.endswith("]"):
             return None
-    if rest and not rest.isdigit():
+    if rest and not (rest.isascii() and rest.isdigit()):
+        # (isdigit alone takes '¹', which int() refuses: strings may be Latin-1 now)
         return None
     kind = ch if ch in "biufcmMSUVOT" and rest else _CHAR_KIND.get(ch)
     if kind is None:

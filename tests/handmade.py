@@ -27,7 +27,7 @@ REF, COMPATIBLE, OOB = 1, 2, 4
 
 
 def header(flags: int = COMPATIBLE) -> bytes:
-    return bytes([0xFD, 0x59, 0x01, flags])
+    return bytes([0xFD, 0x59, 0x02, flags])
 
 
 def payload(value: bytes, ref: bool = False) -> bytes:

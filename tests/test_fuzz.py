@@ -47,7 +47,7 @@ def test_mutated_payloads_fail_cleanly_in_child_process():
 def test_random_bytes_after_a_valid_header(tail):
     fory = pyfory.Fory(strict=False, ref=True)
     try:
-        fory.loads(b"\xfd\x59\x01\x01" + tail)
+        fory.loads(b"\xfd\x59\x02\x01" + tail)
     except ForyError:
         pass
 
@@ -65,7 +65,7 @@ def test_random_bytes(data):
 def test_count_that_input_cannot_back_is_rejected_before_allocating():
     fory = pyfory.Fory()
     # a list claiming 2**40 elements in a 20-byte payload
-    payload = b"\xfd\x59\x01\x00" + b"\x08" + b"\x80\x80\x80\x80\x80\x80\x01" + b"\x00" * 8
+    payload = b"\xfd\x59\x02\x00" + b"\x08" + b"\x80\x80\x80\x80\x80\x80\x01" + b"\x00" * 8
     with pytest.raises(pyfory.error.MalformedDataError, match="exceeds"):
         fory.loads(payload)
 

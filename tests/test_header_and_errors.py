@@ -104,7 +104,7 @@ def test_header_layout(value, ref):
     data = pyfory.Fory(ref=ref).dumps(value)
     assert len(data) > 4
     assert data[:2] == b"\xfd\x59"
-    assert data[2] == 1
+    assert data[2] == 2
 
 
 NOT_PYFORY = [
@@ -127,13 +127,13 @@ def test_not_a_pyfory_payload(data):
     assert fory.loads(fory.dumps(["ok"])) == ["ok"]
 
 
-@pytest.mark.parametrize("data", [b"\xfd\x59", b"\xfd\x59\x01"], ids=["magic-only", "no-flags"])
+@pytest.mark.parametrize("data", [b"\xfd\x59", b"\xfd\x59\x02"], ids=["magic-only", "no-flags"])
 def test_header_cut_short(data):
     with pytest.raises(ForyError):
         pyfory.Fory().loads(data)
 
 
-@pytest.mark.parametrize("version", [0, 2, 3, 127, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 127, 255])
 def test_other_format_version(version, ref):
     fory = pyfory.Fory(ref=ref)
     data = bytearray(fory.dumps([1, "x"]))
@@ -144,7 +144,7 @@ def test_other_format_version(version, ref):
     assert fory.loads(fory.dumps([1, "x"])) == [1, "x"]
 
 
-@pytest.mark.parametrize("tail", [b"\x00", b"\xff", b"junk", b"\xfd\x59\x01\x00\x00"], ids=repr)
+@pytest.mark.parametrize("tail", [b"\x00", b"\xff", b"junk", b"\xfd\x59\x02\x00\x00"], ids=repr)
 def test_trailing_bytes(tail, ref):
     fory = pyfory.Fory(ref=ref)
     for value in (None, 5, "s", [1, 2], SAMPLE):
@@ -387,7 +387,7 @@ def _cycle():
 
 FAILURES = [
     pytest.param(lambda f: f.loads(b"hello"), FormatError, id="not-pyfory"),
-    pytest.param(lambda f: f.loads(b"\xfd\x59\x02\x00\x00"), FormatError, id="version"),
+    pytest.param(lambda f: f.loads(b"\xfd\x59\x01\x00\x00"), FormatError, id="version"),
     pytest.param(lambda f: f.loads(f.dumps(SAMPLE)[:-5]), MalformedDataError, id="truncated"),
     pytest.param(lambda f: f.loads(f.dumps(SAMPLE) + b"\x00"), MalformedDataError, id="trailing"),
     pytest.param(lambda f: f.loads(pyfory.Fory(max_depth=200, ref=f.ref).dumps(nest(120))),

@@ -94,6 +94,55 @@ def test_dict_key_replaced_by_a_non_str_while_written():
     assert out.strip() == "changed"
 
 
+@pytest.mark.parametrize("action", ["clear", "pop-later", "replace-later", "swap-key", "none"])
+def test_small_str_dict_mutated_by_a_value_serializer_while_written(action):
+    # write_dict keeps the items of a small str-keyed dict from its first pass and
+    # writes them from there: a value's serializer that drops the dict's other items
+    # (their last references) must not leave dangling pointers, and any change to the
+    # dict is reported rather than written as a mix of old and new
+    out = run_case(f"""
+        import pyfory
+        from pyfory.error import ChangedDuringSerializationError
+
+        TARGET = {{}}
+
+        class V:
+            pass
+
+        class VSer(pyfory.Serializer):
+            def write(self, ctx, obj):
+                d = TARGET["d"]
+                action = {action!r}
+                if action == "clear":
+                    d.clear()
+                elif action == "pop-later":
+                    d.pop("later")
+                elif action == "replace-later":
+                    d["later"] = [object.__new__(V) for _ in range(3)]
+                elif action == "swap-key":
+                    del d["later"]
+                    d["other"] = 1
+            def read(self, ctx):
+                return V()
+
+        fory = pyfory.Fory()
+        fory.register(V, name="V", serializer=VSer)
+        for n in (2, 5, 16):
+            d = {{"first": V()}}
+            for i in range(n - 2):
+                d[f"k{{i}}"] = [i, "x" * i]
+            d["later"] = ["a fresh list", bytearray(1000)]
+            TARGET["d"] = d
+            try:
+                out = fory.loads(fory.dumps(d))
+                print("written", sorted(out) == sorted(d))
+            except ChangedDuringSerializationError:
+                print("changed")
+    """)
+    want = "written True" if action == "none" else "changed"
+    assert out.splitlines() == [want] * 3
+
+
 @pytest.mark.parametrize("container", ["tuple", "list", "frozenset"])
 def test_half_filled_containers_are_invisible_to_gc(container):
     # a nested serializer walking gc.get_objects() must not find a tuple or list that

@@ -261,7 +261,7 @@ def test_huge_length_prefix_is_not_trusted():
         prefix.append((n & 0x7F) | 0x80)
         n >>= 7
     prefix.append(n)
-    stream = io.BytesIO(bytes(prefix) + b"\xfd\x59\x01\x00" + b"\x00" * 6)
+    stream = io.BytesIO(bytes(prefix) + b"\xfd\x59\x02\x00" + b"\x00" * 6)
     with pytest.raises(TruncatedDataError):
         pyfory.Fory().load(stream)
 

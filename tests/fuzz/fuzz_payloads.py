@@ -101,7 +101,7 @@ def build_corpus():
 
 def lying_lengths():
     """Headers whose count or length fields claim far more than the input holds."""
-    head = b"\xfd\x59\x01\x00"
+    head = b"\xfd\x59\x02\x00"
     big = bytes([0xFF] * 8 + [0x7F])
     return [head + bytes([tag]) + big + b"\x00" * 8 for tag in range(0, 20)] + [
         head + b"\x08\x80\x80\x80\x80\x80\x80\x01\x00",  # list of 2**48 items
@@ -196,7 +196,7 @@ def main():
                 mutated[pos:pos] = other[start:start + rnd.randrange(1, 12)]
         runner.check(bytes(mutated), ref, oob)
         if rnd.random() < 0.05:
-            runner.check(b"\xfd\x59\x01" + bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 40))), ref, oob)
+            runner.check(b"\xfd\x59\x02" + bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 40))), ref, oob)
             runner.stream_case(bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 12))))
     # the readers still work after all those failures
     for fory in runner.readers.values():

@@ -1,0 +1,187 @@
+"""The reading shortcuts for plain data of issue 21: what they give back must be what
+the plain path gives (equal values, exact types), whatever the input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import pyfory
+from pyfory.error import ForyError
+
+
+# ---- the dict key cache (ReadContext.read_key) ------------------------------------------
+def _keys(rng, count):
+    # ASCII keys of 0..40 characters (some longer than what the cache keeps), and a few
+    # Latin-1 and wide ones, which never go through it
+    alphabet = "abcdefghijklmnopqrstuvwxyz_0123456789"
+    out = []
+    for i in range(count):
+        n = rng.randint(0, 40)
+        key = "".join(rng.choice(alphabet) for _ in range(n))
+        if i % 17 == 0:
+            key += "é"
+        elif i % 23 == 0:
+            key += "日"
+        out.append(key)
+    return out
+
+
+@pytest.mark.parametrize("ref", [False, True])
+def test_many_small_dicts_round_trip_through_the_key_cache(ref):
+    # far more distinct keys than the cache has slots: entries are replaced, collide,
+    # and keys of the same length and different bytes meet in one slot
+    rng = random.Random(21)
+    keys = _keys(rng, 3000)
+    fory = pyfory.Fory(ref=ref)
+    for _ in range(3):
+        rng.shuffle(keys)
+        for start in range(0, len(keys), 7):
+            d = {k: i for i, k in enumerate(keys[start:start + 7])}
+            out = fory.loads(fory.dumps(d))
+            assert out == d and list(out) == list(d)
+            assert all(type(k) is str for k in out)
+            # the same dict of str values, and a record list sharing the keys
+            d2 = {k: k for k in d}
+            assert fory.loads(fory.dumps(d2)) == d2
+            assert fory.loads(fory.dumps([d, d2, d])) == [d, d2, d]
+
+
+def test_keys_that_differ_in_one_byte_are_not_confused():
+    fory = pyfory.Fory()
+    for n in (1, 2, 8, 31, 32):
+        base = "k" * n
+        for i in range(n):
+            other = base[:i] + "j" + base[i + 1:]
+            assert list(fory.loads(fory.dumps({base: 1}))) == [base]
+            assert list(fory.loads(fory.dumps({other: 1}))) == [other]
+
+
+def test_cached_keys_are_shared_between_loads_without_ref_only():
+    d = {"id": 1, "name": "x"}
+    fory = pyfory.Fory()
+    a, b = fory.loads(fory.dumps(d)), fory.loads(fory.dumps(d))
+    assert [x is y for x, y in zip(a, b)] == [True, True]
+    # with ref=True, identity is the payload's: each loads makes its own strings
+    fory = pyfory.Fory(ref=True)
+    a, b = fory.loads(fory.dumps(d)), fory.loads(fory.dumps(d))
+    assert [x is y for x, y in zip(a, b)] == [False, False]
+
+
+def test_truncated_key_raises():
+    fory = pyfory.Fory()
+    data = fory.dumps({"abcdef": 1})
+    fory.loads(data)     # the key is in the cache now
+    for cut in range(4, len(data)):
+        with pytest.raises(ForyError):
+            fory.loads(data[:cut])
+
+
+# ---- strings as CPython stores them (docs/format.md 1.1) -------------------------------
+TWO_BYTE = [
+    "αβγδε", "日本語の文字列", "Ā", "\uffff", "\u0100" * 3 + "\u00ff", "ωx", "x日y",
+    "mostly ascii with one ’ quote", "\ud800", "\udfff日", "\ud83d\ude00 two surrogates",
+    "Ελληνικά και English", "日" * 70_000,
+]
+
+
+def _str_payload(fory, s):
+    # the string's bytes after the header, the T_STR tag and the string header
+    data = fory.dumps(s)
+    assert data[4] == 6
+    return data
+
+
+@pytest.mark.parametrize("s", TWO_BYTE + ["", "ascii", "é", "ÿ\x80", "😀", "a😀日"], ids=repr)
+@pytest.mark.parametrize("ref", [False, True])
+def test_strings_of_every_kind_round_trip(s, ref):
+    fory = pyfory.Fory(ref=ref)
+    for value in (s, [s, s + "x"], {s: s}, (s, 1)):
+        out = fory.loads(fory.dumps(value))
+        assert out == value and type(out) is type(value)
+    out = fory.loads(fory.dumps(s))
+    # == compares the storage kinds first: equal means the same (narrowest) kind
+    assert out == s and hash(out) == hash(s) and len(out) == len(s)
+
+
+@pytest.mark.parametrize("s", TWO_BYTE, ids=repr)
+def test_two_byte_strings_take_the_shorter_form(s):
+    fory = pyfory.Fory()
+    body = _str_payload(fory, s)[5:]
+    utf8 = len(s.encode("utf-8", "surrogatepass"))
+    size = min(2 * len(s), utf8)
+    assert len(body) - size in (0, 1, 2, 3)        # the header's own bytes
+    header_len = len(body) - size
+    header = int.from_bytes(body[:header_len], "little")
+    enc = body[0] & 3
+    assert enc == (1 if 2 * len(s) <= utf8 else 2), (s, header)
+    if enc == 1:
+        assert body[header_len:] == s.encode("utf-16-le", "surrogatepass")
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"\x11\xe9\x00", "no character above U\\+00FF"),      # 'é' as UCS-2: not the narrowest kind
+    (b"\x01", "no character above U\\+00FF"),              # empty UCS-2
+    (b"\x09\xe9", "odd"),                                  # 1 byte
+    (b"\x21\x00\x01", "truncated|need"),                   # 4 bytes claimed, 2 there
+    (b"\x12\xff\xfe", "UTF-8"),
+])
+def test_malformed_ucs2_strings_raise(body, message):
+    fory = pyfory.Fory()
+    data = b"\xfd\x59\x02\x02\x06" + body
+    with pytest.raises(ForyError, match=message):
+        fory.loads(data)
+    # inside a packed list too (and after a good string)
+    good = fory.dumps(["日本", "x"])
+    assert fory.loads(good) == ["日本", "x"]
+    with pytest.raises(ForyError):
+        fory.loads(b"\xfd\x59\x02\x02\x08\x02\x06\x21\xe5\x65\x2c\x67" + body)
+
+
+def test_latin1_bytes_in_the_one_byte_form():
+    fory = pyfory.Fory()
+    # encoding 0 with bytes >= 0x80: a Latin-1 string (what version 1 called encoding 1)
+    assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\xe9") == "café"
+    assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\x65") == "cafe"
+
+
+# ---- dict writing (WriteContext.write_dict) ----------------------------------------------
+def _dict_values(i):
+    return [None, True, False, i, -i * 1000, 2**70 + i, i * 0.5, 1e300, f"v{i}", "日本", (i,), [i],
+            {"x": i}]
+
+
+@pytest.mark.parametrize("size", [1, 2, 15, 16, 17, 40])
+@pytest.mark.parametrize("ref", [False, True])
+def test_dicts_of_every_size_and_value_mix_round_trip(size, ref):
+    fory = pyfory.Fory(ref=ref)
+    values = _dict_values(size)
+    for start in range(len(values)):
+        # atoms only, then with a container among them; str keys, then other keys
+        d = {f"k{i}": values[(start + i) % 9] for i in range(size)}
+        e = dict(d, last=values[start])
+        f = {i: values[(start + i) % len(values)] for i in range(size)}
+        for value in (d, e, f, [d, d, e], {"outer": d}):
+            out = fory.loads(fory.dumps(value))
+            assert out == value and type(out) is type(value)
+            if type(value) is dict:
+                assert list(out) == list(value)
+
+
+def test_top_level_dict_keys_skip_the_string_table_only_when_nothing_can_share_them():
+    fory = pyfory.Fory()
+    # the whole payload, atom values: key headers without the register bit (bit 2)
+    assert fory.dumps({"ab": 1}) == b"\xfd\x59\x02\x02\x0a\x01\x36\x10ab\x02"
+    assert fory.dumps({"ab": 1, "c": None}) == b"\xfd\x59\x02\x02\x0a\x02\x06\x10ab\x03\x02\x08c\x00"
+    assert fory.dumps({"ab": "c"}) == b"\xfd\x59\x02\x02\x0a\x01\x66\x10ab\x08c"
+    # nested: the keys are registered, and the second dict refers back to them
+    data = fory.dumps([{"ab": 1}, {"ab": 2}])
+    assert data.count(b"ab") == 1
+    # a container value: registered too
+    assert fory.dumps({"ab": [1]})[7] & 4
+    # records keep sharing their keys
+    records = [{"name": f"n{i}", "id": i} for i in range(100)]
+    assert fory.dumps(records).count(b"name") == 1
+    # with ref=True strings are tracked: registered
+    assert pyfory.Fory(ref=True).dumps({"ab": 1})[7] & 4
