@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import fnmatch
 import inspect
 import os
 import sys
 import unittest
+
+from _conformance import run_with_deadlines, skip_matching
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,25 +69,10 @@ BY_DESIGN = {
 
 
 def _skip_not_applicable(suite, executor_name, zmq=False):
-    tables = [(NOT_APPLICABLE, "not applicable"), (BY_DESIGN, "differs by design")]
+    skip_matching(suite, NOT_APPLICABLE, f"not applicable for {executor_name}")
+    skip_matching(suite, BY_DESIGN, f"differs by design for {executor_name}")
     if zmq:
-        tables.append((NOT_APPLICABLE_ZMQ, "not applicable"))
-    for test in _iter_tests(suite):
-        tid = test.id()
-        for table, why in tables:
-            for pattern, reason in table.items():
-                if fnmatch.fnmatchcase(tid, pattern):
-                    method = getattr(test, test._testMethodName)
-                    setattr(test, test._testMethodName,
-                            unittest.skip(f"{why} for {executor_name}: {reason}")(method))
-
-
-def _iter_tests(suite):
-    for item in suite:
-        if isinstance(item, unittest.TestSuite):
-            yield from _iter_tests(item)
-        else:
-            yield item
+        skip_matching(suite, NOT_APPLICABLE_ZMQ, f"not applicable for {executor_name}")
 
 
 def _process_pool_classes(module):
@@ -203,19 +189,7 @@ def main(argv=None):
 
     util.setup_module()
     timeout = args.timeout
-
-    class Result(unittest.TextTestResult):
-        def startTest(self, test):  # every test gets its own deadline: no test may hang
-            faulthandler.dump_traceback_later(timeout, exit=True)
-            super().startTest(test)
-
-        def stopTest(self, test):
-            super().stopTest(test)
-            # still armed: the suite runs module cleanups between tests, and they may not
-            # hang either (the next startTest re-arms it)
-            faulthandler.dump_traceback_later(timeout, exit=True)
-
-    result = unittest.TextTestRunner(verbosity=args.verbosity, resultclass=Result).run(suite)
+    result = run_with_deadlines(suite, args.verbosity, timeout)
     faulthandler.dump_traceback_later(timeout, exit=True)  # the module cleanups may not hang either
     unittest.case.doModuleCleanups()
     faulthandler.cancel_dump_traceback_later()

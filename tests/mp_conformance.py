@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import fnmatch
 import importlib
 import os
 import sys
 import time
 import unittest
+
+from _conformance import run_with_deadlines, skip_matching
 
 # test id patterns (fnmatch on "module.Class.test") -> why the test does not apply
 NOT_APPLICABLE = {
@@ -77,15 +78,6 @@ def _upstream_races():
 
 _TYPE_MODULES = {"processes": "test_processes", "manager": "test_manager",
                  "threads": "test_threads", "misc": "test_misc"}
-
-
-def _skip(suite, table, why):
-    for test in _iter_tests(suite):
-        tid = test.id()
-        for pattern, reason in table.items():
-            if fnmatch.fnmatchcase(tid, pattern):
-                method = getattr(test, test._testMethodName)
-                setattr(test, test._testMethodName, unittest.skip(f"{why}: {reason}")(method))
 
 
 _BUILD_ENV = "PYFORY_MP_CONFORMANCE_BUILD"
@@ -127,14 +119,6 @@ def _count_envelopes(fory_mp):
 
     fory_mp._encode = counting_encode
     return sent
-
-
-def _iter_tests(suite):
-    for item in suite:
-        if isinstance(item, unittest.TestSuite):
-            yield from _iter_tests(item)
-        else:
-            yield item
 
 
 def main(argv=None):
@@ -186,7 +170,7 @@ def main(argv=None):
     suite = unittest.TestSuite()
     for module in modules:
         suite.addTests(loader.loadTestsFromModule(module))
-    _skip(suite, _upstream_races(), "races in this CPython's own test")
+    skip_matching(suite, _upstream_races(), "races in this CPython's own test")
 
     if args.stdlib:
         what = f"stdlib pickle ({args.start_method}; {','.join(types)})"
@@ -195,24 +179,13 @@ def main(argv=None):
 
         fory_mp.install()
         sent = _count_envelopes(fory_mp)
-        _skip(suite, NOT_APPLICABLE, "not applicable with pyfory's reducer swap")
+        skip_matching(suite, NOT_APPLICABLE, "not applicable with pyfory's reducer swap")
         what = f"pyfory reducer swap ({args.start_method}; {','.join(types)})"
 
     timeout = args.timeout
 
-    class Result(unittest.TextTestResult):
-        def startTest(self, test):  # every test gets its own deadline: no test may hang
-            faulthandler.dump_traceback_later(timeout, exit=True)
-            super().startTest(test)
-
-        def stopTest(self, test):
-            super().stopTest(test)
-            # still armed: tearDownClass/tearDownModule run between tests and may not
-            # hang either (the next startTest re-arms it)
-            faulthandler.dump_traceback_later(timeout, exit=True)
-
     start = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=args.verbosity, resultclass=Result).run(suite)
+    result = run_with_deadlines(suite, args.verbosity, timeout)
     faulthandler.cancel_dump_traceback_later()
     if not args.stdlib:
         from pyfory.integrations import multiprocessing as fory_mp
