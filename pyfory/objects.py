@@ -25,6 +25,7 @@ import re
 import struct
 import sys
 import types
+import weakref
 
 from pyfory import classes
 from pyfory import schema as _schema
@@ -123,8 +124,20 @@ def serializer_for_class(fory, cls) -> Serializer:
 
 
 # ---- naming classes ----------------------------------------------------------------------
+# C classes whose own module:qualname does not import, but which a module exports under
+# another name: weakref proxies are builtins.weakproxy / weakcallableproxy before 3.11
+# (weakref.ProxyType / CallableProxyType from 3.11 on). A proxy is written as its reduce
+# gives it (the referent's class, NEWOBJ), as pickle does.
+# (compared by identity: a class may be unhashable)
+_C_CLASS_NAMES = ((weakref.ProxyType, "weakref", "ProxyType"),
+                  (weakref.CallableProxyType, "weakref", "CallableProxyType"))
+
+
 def typeinfo_for_unregistered(resolver, cls) -> TypeInfo:
     """Non-strict mode: how to name cls (by reference or by value) and its serializer."""
+    for c_class, module, qualname in _C_CLASS_NAMES:
+        if cls is c_class:
+            return TypeInfo(cls, serializer_for_class(resolver.fory, cls), D_NAME, module=module, qualname=qualname)
     if (classes.travels_by_value(cls) and not classes.rebuildable_by_value(cls)
             and not issubclass(cls, type)):
         return _global_only_typeinfo(resolver, cls)

@@ -1738,3 +1738,29 @@ def test_c_class_object_without_a_global_name_fails_at_dumps():
     assert pyfory.classes.travels_by_value(cls) and not pyfory.classes.rebuildable_by_value(cls)
     with pytest.raises(pyfory.error.SerializationError, match="defined in C"):
         pyfory.Fory(strict=False).dumps({"capsule": capsule})
+
+
+class _ProxiedFloat(float):
+    pass
+
+
+class _CallableThing:
+    def __call__(self):
+        return 7
+
+
+def test_weakref_proxies_travel_as_their_referent_like_pickle(ref):
+    # before CPython 3.11 a proxy's class is builtins.weakproxy, which does not import by
+    # that name (weakref.ProxyType does); pickle writes what the proxy's reduce gives (the
+    # referent's class and state): so does pyfory, on every version
+    import weakref
+
+    fory = pyfory.Fory(ref=ref, strict=False)
+    x = _ProxiedFloat(1.5)
+    x.foo = 42
+    y = fory.loads(fory.dumps(weakref.proxy(x)))
+    assert type(y) is _ProxiedFloat and y == 1.5 and y.foo == 42
+    c = _CallableThing()
+    assert type(fory.loads(fory.dumps(weakref.proxy(c)))) is _CallableThing
+    with pytest.raises(pyfory.error.ForyError):   # strict: never a class it was not given
+        pyfory.Fory().dumps(weakref.proxy(x))
