@@ -2,8 +2,9 @@
 reach the other process without being copied into the payload.
 
 Both executors write a payload with ``handoff.write(fory, obj) -> (body, refs)`` and read
-it with ``fory.loads(body, buffers=reader.open(refs))``; ``refs`` travels in the message
-next to the body and says where the buffers are:
+it with ``fory.loads(body, buffers=reader.open(refs))``, the reader being a received
+message's ``FrameReader`` or the ``SharedMemoryHandoff`` itself; ``refs`` travels in the
+message next to the body and says where the buffers are:
 
 - ``FrameHandoff`` (ZeroMQ): refs is how many frames of the multipart message, after the
   ones already opened, belong to this body; the frames are memoryviews of the original
@@ -200,9 +201,6 @@ class SharedMemoryHandoff:
 
     def discard(self) -> None:
         self.release(self.take())
-
-    def reader(self, frames: Any = None) -> "SharedMemoryHandoff":
-        return self
 
     def _checked(self, refs: Any) -> list:
         if refs is None:
