@@ -1,7 +1,7 @@
 # cython: language_level=3
 from libc.stdint cimport uint8_t, int64_t, uint64_t
 from cpython.object cimport PyObject
-from cpython.long cimport PyLong_FromLongLong
+from cpython.long cimport PyLong_FromLongLong, PyLong_FromLong
 from cpython.float cimport PyFloat_FromDouble
 from cpython.list cimport PyList_New
 from cpython.tuple cimport PyTuple_New
@@ -30,7 +30,23 @@ cdef enum:
     T_TYPE = 17         # type header: a class object as a value
     T_BUFFER = 18       # buffer kind, [kind meta], buffer body (see write_buffer_body)
     T_FLOAT32 = 19      # a float that float32 holds exactly: 4 bytes little-endian
+    T_SDICT = 20        # 20..23: a dict with str keys, its value kind in the tag (see
+                        # SDICT_TAG): varint n, pairs
     T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
+    # small values whose tag carries them (format version 3): n = tag - base
+    FIX_LIST = 0x20     # 0x20..0x2F: a list of n items of any kind (no count, no kind byte)
+    FIX_TUPLE = 0x30    # 0x30..0x3F: a tuple of n items of any kind
+    FIX_DICT = 0x40     # 0x40..0x4F: a dict of n str keys, values of any kind
+    FIX_MAX = 15        # the largest n of those three
+    FIX_STR = 0xA0      # 0xA0..0xBF: a 1-byte-kind string of n bytes, not in the string table
+    FIX_STR_MAX = 31
+    FIX_INT = 0xC0      # 0xC0..0xFF: the int tag - FIX_INT_ZERO, -16..47
+    FIX_INT_ZERO = 0xD0
+    FIX_INT_MIN = -16
+    FIX_INT_MAX = 47
+    # the payload's first byte when it has flags (docs/format.md 2): 0x50 | flags;
+    # 0x58..0x5F are kept for the header of a later format version
+    HEADER_BASE = 0x50
 
 # element kinds of packed containers: each item written without its tag
 cdef enum:
@@ -126,6 +142,7 @@ cdef class WriteContext(Buffer):
     cdef PyObject** dict_keys            # write_dict's listing of a large dict's items
     cdef PyObject** dict_values          # (borrowed; see write_dict)
     cdef Py_ssize_t dict_cap
+    cdef Py_ssize_t body_start           # where the value starts (after the header byte, if any)
 
     cdef int begin(self) except -1
     cdef void end(self) noexcept
@@ -146,6 +163,8 @@ cdef class WriteContext(Buffer):
                               Py_ssize_t n) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
+    cdef int write_any_items(self, object seq, Py_ssize_t n, bint is_list) except -1
+    cdef int mark_discard(self, Py_ssize_t start) except -1
     cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1
     cdef TypeInfo same_class_info(self, object seq, Py_ssize_t n, bint is_list)
     cdef int write_same_objects(self, object seq, Py_ssize_t n, bint is_list, TypeInfo info) except -1
@@ -203,8 +222,11 @@ cdef class ReadContext(Buffer):
     cdef int fill_items(self, object seq, Py_ssize_t n, int kind) except -1
     cdef int read_same_objects(self, object seq, Py_ssize_t n, bint append) except -1
     cdef object read_list(self, bint discard)
+    cdef object read_list_items(self, Py_ssize_t n, int kind)
     cdef object read_tuple(self, bint discard)
+    cdef object read_tuple_items(self, Py_ssize_t n, int kind, bint discard)
     cdef object read_dict(self)
+    cdef object read_dict_items(self, Py_ssize_t n, int kk, int vk)
     cdef object read_setlike(self, int tag, bint discard)
     cdef object read_object(self, bint discard)
     cdef TypeInfo read_type_info(self)
@@ -236,7 +258,11 @@ cdef class ReadContext(Buffer):
     cdef inline object read_any_inline(self):
         # the atoms here, inline where a hot loop reads values; the rest in read_tagged
         cdef int tag = self.get_u8()
-        if tag == T_STR:
+        if tag >= FIX_STR:
+            if tag >= FIX_INT:
+                return PyLong_FromLong(tag - FIX_INT_ZERO)
+            return self.get_str_body(<uint64_t>(tag - FIX_STR) << 3)
+        elif tag == T_STR:
             return self.read_str_any()
         elif tag == T_INT:
             return PyLong_FromLongLong(self.get_varint64())
@@ -274,7 +300,7 @@ cdef class ReadContext(Buffer):
         if self.pos >= self.size:
             return False
         tag = self.data[self.pos]
-        return (tag <= T_BYTES and tag != T_BIGINT) or tag == T_FLOAT32
+        return (tag <= T_BYTES and tag != T_BIGINT) or tag == T_FLOAT32 or tag >= FIX_STR
 
     cdef inline int enter(self) except -1:
         self.depth += 1

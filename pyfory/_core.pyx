@@ -8,7 +8,7 @@ The wire format is described byte by byte in docs/format.md.
 """
 from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free, calloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 from libc.math cimport fabs
 from libc.float cimport FLT_MAX
 from cpython.object cimport PyObject
@@ -25,7 +25,7 @@ from cpython.complex cimport PyComplex_RealAsDouble, PyComplex_ImagAsDouble, PyC
 from cpython.type cimport PyType_Check
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE, PyObject_CheckBuffer
 
-from pyfory._buffer cimport Buffer, bytes_from, bytearray_from, SMALL_CAPACITY, KEEP_CAPACITY
+from pyfory._buffer cimport Buffer, bytes_from, bytearray_from, copy_bytes, SMALL_CAPACITY, KEEP_CAPACITY
 
 import os as _os
 import pickle as _pickle
@@ -96,6 +96,8 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(object s)
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
     bint PyUnicode_IS_ASCII(object s)
+    int PyUnicode_KIND(object s)
+    int PyUnicode_1BYTE_KIND
     Py_hash_t PyObject_Hash(object o) except -1
     int memcmp(const void* a, const void* b, size_t n)
 
@@ -141,13 +143,29 @@ cdef enum:
     D_USER_NAME = 3     # a name given to register()
     D_BY_VALUE = 4      # class rebuilt from its definition
 
-FORMAT_MAGIC = b"\xfd\x59"
-FORMAT_VERSION = 2
-cdef uint8_t FORMAT_VERSION_C = 2   # the same, read without a module lookup per call
-cdef int HEADER_SIZE = 4
+FORMAT_VERSION = 3
+# Payload start (docs/format.md 2): a payload without flags is its value alone; one
+# with flags starts with the byte HEADER_BASE | flags. Versions 1 and 2 started with
+# these magic bytes, then the version: such a payload is refused by its version.
+OLD_MAGIC = b"\xfd\x59"
 cdef uint8_t F_REF = 1
-cdef uint8_t F_COMPATIBLE = 2
 cdef uint8_t F_OOB = 4
+cdef uint8_t F_KNOWN = F_REF | F_OOB
+
+
+# the tag of a dict with str keys whose values have the element kind vk (T_SDICT..+3),
+# and back
+cdef inline uint8_t sdict_tag(uint8_t vk) noexcept:
+    if vk == K_INT:
+        return T_SDICT + 1
+    if vk == K_FLOAT:
+        return T_SDICT + 2
+    if vk == K_STR:
+        return T_SDICT + 3
+    return T_SDICT
+
+
+cdef uint8_t[4] SDICT_KINDS = [K_ANY, K_INT, K_FLOAT, K_STR]
 
 # Hard cap for max_depth: each level costs C stack in the recursive core.
 MAX_DEPTH_CAP = 2000
@@ -781,9 +799,19 @@ cdef class WriteContext(Buffer):
 
     # -- scalars --
     cdef int write_str_value(self, str s) except -1:
-        self.put_u8(T_STR)
+        cdef Py_ssize_t n
         if self.ref:
+            self.put_u8(T_STR)
             return self.write_str_dedup(s)
+        n = PyUnicode_GET_LENGTH(s)
+        if n <= FIX_STR_MAX and PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND:
+            # short ASCII/Latin-1: the tag carries the length
+            self.reserve(1 + FIX_STR_MAX)
+            self.data[self.pos] = <uint8_t>(FIX_STR + n)
+            copy_bytes(self.data + self.pos + 1, PyUnicode_DATA(s), n)
+            self.pos += 1 + n
+            return 0
+        self.put_u8(T_STR)
         return self.put_str(s, 0)
 
     cdef int write_str_dedup(self, str s) except -1:
@@ -819,6 +847,10 @@ cdef class WriteContext(Buffer):
             self.put_u8(T_BIGINT)
             return self.write_bigint_body(obj)
         self.reserve(11)
+        if FIX_INT_MIN <= v <= FIX_INT_MAX:
+            self.data[self.pos] = <uint8_t>(FIX_INT_ZERO + v)
+            self.pos += 1
+            return 0
         self.data[self.pos] = T_INT
         self.pos += 1
         self.put_varuint64_unchecked((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
@@ -836,16 +868,16 @@ cdef class WriteContext(Buffer):
         if self.ref and self.write_ref_or_register(obj):
             return 0
         n = PyList_GET_SIZE(obj)
-        self.put_u8(T_LIST)
-        self.put_varuint64(n)
         if n == 0:
-            return 0
+            return self.put_u8(FIX_LIST)
         self.enter()
         self.write_seq(obj, n, True)
         self.depth -= 1
         return 0
 
     cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1:
+        """A non-empty list or tuple: its tag (with the count and kind, or a small one
+        of any items, FIX_LIST / FIX_TUPLE + n), then its items."""
         cdef uint8_t kind = K_ANY if self.overrides is not None else seq_kind(seq, n, is_list)
         cdef TypeInfo info
         if kind == K_UNIFORM:
@@ -854,7 +886,16 @@ cdef class WriteContext(Buffer):
             if n >= 2:
                 info = self.same_class_info(seq, n, is_list)
                 if info is not None:
+                    self.put_u8(T_LIST if is_list else T_TUPLE)
+                    self.put_varuint64(n)
                     return self.write_same_objects(seq, n, is_list, info)
+        if n <= FIX_MAX:
+            # a small one: tagged items cost no more than packed ones after a count
+            # and a kind byte (small ints and short strings carry themselves in the tag)
+            self.put_u8((FIX_LIST if is_list else FIX_TUPLE) + <uint8_t>n)
+            return self.write_any_items(seq, n, is_list)
+        self.put_u8(T_LIST if is_list else T_TUPLE)
+        self.put_varuint64(n)
         return self.write_items(seq, n, kind, is_list)
 
     cdef TypeInfo same_class_info(self, object seq, Py_ssize_t n, bint is_list):
@@ -933,25 +974,41 @@ cdef class WriteContext(Buffer):
                 self.put_u8(T_REF)
                 return self.put_varuint64(idx)
         start = self.pos
-        self.put_u8(T_TUPLE)
-        self.put_varuint64(n)
         if n == 0:
             if self.ref:
                 ptable_add(&self.memo, <PyObject*>obj)
-            return 0
+            return self.put_u8(FIX_TUPLE)
         self.enter()
         self.write_seq(obj, n, False)
         self.depth -= 1
         if self.ref:
             idx = ptable_get(&self.memo, <PyObject*>obj)
             if idx >= 0:
-                self.data[start] |= T_DISCARD
+                self.mark_discard(start)
                 self.put_u8(T_REF)
                 return self.put_varuint64(idx)
             ptable_add(&self.memo, <PyObject*>obj)
         return 0
 
+    cdef int mark_discard(self, Py_ssize_t start) except -1:
+        """Mark the tuple, frozenset or object written from `start` as dropped (the
+        T_DISCARD bit, docs/format.md 5.2). A small tuple's tag has no room for the bit:
+        it is rewritten as T_TUPLE n K_ANY, two bytes longer (a rare case: a tuple met
+        again inside itself)."""
+        cdef uint8_t tag = self.data[start]
+        if FIX_TUPLE <= tag <= FIX_TUPLE + FIX_MAX:
+            self.reserve(2)
+            memmove(self.data + start + 3, self.data + start + 1, self.pos - start - 1)
+            self.data[start] = T_TUPLE | T_DISCARD
+            self.data[start + 1] = tag - FIX_TUPLE
+            self.data[start + 2] = K_ANY
+            self.pos += 2
+        else:
+            self.data[start] |= T_DISCARD
+        return 0
+
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1:
+        """The kind byte and the n items of a list or tuple."""
         cdef Py_ssize_t i, start
         cdef PyObject* item
         cdef int overflow
@@ -988,6 +1045,11 @@ cdef class WriteContext(Buffer):
                 else:
                     self.put_str(<str>item, 0)
             return 0
+        return self.write_any_items(seq, n, is_list)
+
+    cdef int write_any_items(self, object seq, Py_ssize_t n, bint is_list) except -1:
+        """n items of a list or tuple, each with its tag."""
+        cdef Py_ssize_t i
         for i in range(n):
             if is_list:
                 # user code (a __reduce__) may shrink the list while we write it: hold our
@@ -1021,10 +1083,8 @@ cdef class WriteContext(Buffer):
         if self.ref and self.write_ref_or_register(obj):
             return 0
         n = PyDict_Size(obj)
-        self.put_u8(T_DICT)
-        self.put_varuint64(n)
         if n == 0:
-            return 0
+            return self.put_u8(FIX_DICT)
         self.enter()
         small = n <= SMALL_DICT
         # the items are listed by the first pass for the second: on the C stack for
@@ -1060,6 +1120,10 @@ cdef class WriteContext(Buffer):
             kuniform = vuniform = False
         kkind = K_STR if kuniform and kt == <PyObject*>str else K_ANY
         vkind = K_ANY
+        if kkind == K_STR and n <= FIX_MAX:
+            # a small one (a message, a record): str keys, tagged values, the count in
+            # the tag (small ints and short strings carry themselves in theirs)
+            vuniform = False
         if vuniform:
             if vt == <PyObject*>str:
                 vkind = K_STR
@@ -1074,7 +1138,16 @@ cdef class WriteContext(Buffer):
                     if overflow:
                         vkind = K_ANY
                         break
-        self.put_u8(kkind | (vkind << 4))
+        if kkind == K_STR:
+            if n <= FIX_MAX:
+                self.put_u8(FIX_DICT + <uint8_t>n)
+            else:
+                self.put_u8(sdict_tag(vkind))
+                self.put_varuint64(n)
+        else:
+            self.put_u8(T_DICT)
+            self.put_varuint64(n)
+            self.put_u8(kkind | (vkind << 4))
         pos = 0
         small = small and i == n
         listed = listed and i == n
@@ -1086,7 +1159,7 @@ cdef class WriteContext(Buffer):
             # into the string table (they repeat in lists of records), except when
             # nothing else can refer to them: this dict is the whole payload (its
             # values are atoms) and strings are not tracked (ref=False)
-            unique = not self.ref and start == HEADER_SIZE
+            unique = not self.ref and start == self.body_start
             i = 0
             while True:
                 if small:
@@ -1545,13 +1618,22 @@ cdef class ReadContext(Buffer):
         cdef const uint8_t* p
         cdef double re, im
         cdef bint discard
-        # the common containers first: one if/elif chain, a jump table in C
+        # the small containers first (their tags carry the count), then the common
+        # tags: one if/elif chain, a jump table in C
+        if FIX_LIST <= tag <= FIX_DICT + FIX_MAX:
+            if tag >= FIX_DICT:
+                return self.read_dict_items(tag - FIX_DICT, K_STR, K_ANY)
+            if tag >= FIX_TUPLE:
+                return self.read_tuple_items(tag - FIX_TUPLE, K_ANY, False)
+            return self.read_list_items(tag - FIX_LIST, K_ANY)
         if tag == T_TUPLE:
             return self.read_tuple(False)
         elif tag == T_LIST:
             return self.read_list(False)
         elif tag == T_DICT:
             return self.read_dict()
+        elif T_SDICT <= tag <= T_SDICT + 3:
+            return self.read_dict_items(self.get_length(), K_STR, SDICT_KINDS[tag - T_SDICT])
         elif tag == T_REF:
             return self.get_ref(self.get_length())
         elif tag == T_OBJECT:
@@ -1971,8 +2053,14 @@ cdef class ReadContext(Buffer):
         return 0
 
     cdef object read_list(self, bint discard):
-        cdef Py_ssize_t n = self.get_length(), base
-        cdef int kind
+        cdef Py_ssize_t n = self.get_length()
+        if n == 0:
+            return self.read_list_items(0, K_ANY)
+        return self.read_list_items(n, self.get_u8())
+
+    cdef object read_list_items(self, Py_ssize_t n, int kind):
+        """A list of n items of the given kind (n and kind read by the caller)."""
+        cdef Py_ssize_t base
         cdef list lst
         self.check_seq_count(n)
         self.add_graph(LIST_BYTES + n * ITEM_BYTES)
@@ -1982,7 +2070,6 @@ cdef class ReadContext(Buffer):
                 objvec_push(&self.refs, lst)
             return lst
         self.enter()
-        kind = self.get_u8()
         if (kind == K_ANY or kind == K_OBJECT) and self.ref:
             # registered before its items, which may refer back to it: an item sees
             # it empty (as in pickle: EMPTY_LIST, MEMOIZE, items, APPENDS)
@@ -2004,6 +2091,12 @@ cdef class ReadContext(Buffer):
 
     cdef object read_tuple(self, bint discard):
         cdef Py_ssize_t n = self.get_length()
+        if n == 0:
+            return self.read_tuple_items(0, K_ANY, discard)
+        return self.read_tuple_items(n, self.get_u8(), discard)
+
+    cdef object read_tuple_items(self, Py_ssize_t n, int kind, bint discard):
+        """A tuple of n items of the given kind (n and kind read by the caller)."""
         cdef tuple tup
         self.check_seq_count(n)
         self.add_graph(TUPLE_BYTES + n * ITEM_BYTES)
@@ -2011,7 +2104,7 @@ cdef class ReadContext(Buffer):
             tup = ()
         else:
             self.enter()
-            tup = <tuple>self.read_items(n, self.get_u8(), True)
+            tup = <tuple>self.read_items(n, kind, True)
             self.depth -= 1
         if discard:
             return self.read_any()
@@ -2020,8 +2113,22 @@ cdef class ReadContext(Buffer):
         return tup
 
     cdef object read_dict(self):
-        cdef Py_ssize_t n = self.get_length(), i
+        cdef Py_ssize_t n = self.get_length()
         cdef int kinds, kk, vk
+        if n == 0:
+            return self.read_dict_items(0, K_ANY, K_ANY)
+        self.check_count(n, 2)
+        kinds = self.get_u8()
+        kk = kinds & 15
+        vk = kinds >> 4
+        if (kk != K_ANY and kk != K_STR) or (vk != K_ANY and vk != K_STR and vk != K_INT and vk != K_FLOAT):
+            raise MalformedDataError(f"bad dict kinds {kinds} at offset {self.pos - 1}")
+        return self.read_dict_items(n, kk, vk)
+
+    cdef object read_dict_items(self, Py_ssize_t n, int kk, int vk):
+        """A dict of n pairs, keys of kind kk and values of kind vk (read by the
+        caller, or given by the tag)."""
+        cdef Py_ssize_t i
         cdef dict d
         cdef KeyGuard guard = None
         cdef bint plain, cached
@@ -2033,11 +2140,6 @@ cdef class ReadContext(Buffer):
         if n == 0:
             return d
         self.enter()
-        kinds = self.get_u8()
-        kk = kinds & 15
-        vk = kinds >> 4
-        if (kk != K_ANY and kk != K_STR) or (vk != K_ANY and vk != K_STR and vk != K_INT and vk != K_FLOAT):
-            raise MalformedDataError(f"bad dict kinds {kinds} at offset {self.pos - 1}")
         # the keys of small dicts through the key cache (read_key)
         cached = n <= KEY_CACHE_MAX_DICT and not self.ref
         if kk == K_STR and vk == K_STR:
@@ -2530,19 +2632,14 @@ cdef class Fory:
                 ctx.oob_view_min = min_size
             elif buffer_callback is not None:
                 ctx.buffer_callback = buffer_callback
-            if self.ref:
-                flags |= F_REF
-            if self.compatible:
-                flags |= F_COMPATIBLE
-            ctx.reserve(HEADER_SIZE)
-            ctx.data[0] = 0xFD
-            ctx.data[1] = 0x59
-            ctx.data[2] = FORMAT_VERSION_C
-            ctx.data[3] = flags
-            ctx.pos = HEADER_SIZE
+            # the header byte: only when the payload may have flags (ref tracking, or
+            # buffers that may go out of band); otherwise the value is the payload
+            if self.ref or ctx.buffer_callback is not None:
+                ctx.put_u8(HEADER_BASE | (F_REF if self.ref else 0))
+            ctx.body_start = ctx.pos
             ctx.write_any(obj)
             if ctx.oob_count:
-                ctx.data[3] |= F_OOB
+                ctx.data[0] |= F_OOB
             return ctx.finish()
         except ForyError as e:
             _on_side(e, False)      # also a pickle.PicklingError
@@ -2576,18 +2673,26 @@ cdef class Fory:
         try:
             if unsupported_objects is not None:
                 ctx.unsupported_objects = iter(unsupported_objects)
-            if ctx.size < HEADER_SIZE or ctx.data[0] != 0xFD or ctx.data[1] != 0x59:
-                raise FormatError("not a pyfory payload (bad magic bytes)")
-            if ctx.data[2] != FORMAT_VERSION_C:
+            if ctx.size == 0:
+                raise _error.TruncatedDataError("empty payload: no value")
+            flags = 0
+            if (ctx.data[0] & 0xF0) == HEADER_BASE:
+                flags = ctx.data[0] & 0x0F
+                if flags & ~F_KNOWN:
+                    raise FormatError(
+                        f"payload header byte {ctx.data[0]:#04x} is not one of this pyfory's "
+                        f"(format version {FORMAT_VERSION}): written by a later version?")
+                ctx.pos = 1
+            elif ctx.size >= 4 and ctx.data[0] == 0xFD and ctx.data[1] == 0x59:
                 raise FormatError(
                     f"payload has pyfory format version {ctx.data[2]}; this pyfory "
                     f"reads version {FORMAT_VERSION}")
-            flags = ctx.data[3]
+            else:
+                ctx.pos = 0
             ctx.ref = (flags & F_REF) != 0
             if (flags & F_OOB) and buffers is None:
                 raise _error.OutOfBandBufferError(
                     "the payload has out-of-band buffers: pass them as loads(data, buffers=[...])")
-            ctx.pos = HEADER_SIZE
             if buffers is not None:
                 ctx.buffers = buffers
             obj = ctx.read_any()
