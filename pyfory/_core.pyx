@@ -167,6 +167,14 @@ cdef inline uint8_t sdict_tag(uint8_t vk) noexcept:
 
 cdef uint8_t[4] SDICT_KINDS = [K_ANY, K_INT, K_FLOAT, K_STR]
 
+
+cdef inline bint is_value_tag(uint8_t b) noexcept:
+    # a byte a value may start with (docs/format.md 3): the first byte of a payload
+    # that is neither this nor a header byte is not ours (JSON, a pickle, text)
+    return (b <= T_SDICT + 3 or FIX_LIST <= b <= FIX_DICT + FIX_MAX or b == T_UNSUPPORTED
+            or b == (T_TUPLE | T_DISCARD) or b == (T_FROZENSET | T_DISCARD)
+            or b == (T_OBJECT | T_DISCARD) or b >= FIX_STR)
+
 # Hard cap for max_depth: each level costs C stack in the recursive core.
 MAX_DEPTH_CAP = 2000
 
@@ -2632,13 +2640,19 @@ cdef class Fory:
                 ctx.oob_view_min = min_size
             elif buffer_callback is not None:
                 ctx.buffer_callback = buffer_callback
-            # the header byte: only when the payload may have flags (ref tracking, or
-            # buffers that may go out of band); otherwise the value is the payload
-            if self.ref or ctx.buffer_callback is not None:
-                ctx.put_u8(HEADER_BASE | (F_REF if self.ref else 0))
+            # the header byte only when the payload has flags; otherwise the value is
+            # the payload
+            if self.ref:
+                ctx.put_u8(HEADER_BASE | F_REF)
             ctx.body_start = ctx.pos
             ctx.write_any(obj)
             if ctx.oob_count:
+                if not self.ref:
+                    # (buffers went out of band: the header goes in front, once)
+                    ctx.reserve(1)
+                    memmove(ctx.data + 1, ctx.data, ctx.pos)
+                    ctx.pos += 1
+                    ctx.data[0] = HEADER_BASE
                 ctx.data[0] |= F_OOB
             return ctx.finish()
         except ForyError as e:
@@ -2687,8 +2701,11 @@ cdef class Fory:
                 raise FormatError(
                     f"payload has pyfory format version {ctx.data[2]}; this pyfory "
                     f"reads version {FORMAT_VERSION}")
-            else:
-                ctx.pos = 0
+            elif not is_value_tag(ctx.data[0]):
+                raise FormatError(
+                    f"not a pyfory payload: it starts with byte {ctx.data[0]:#04x}, which "
+                    "is neither a header nor a value tag"
+                    + (" (it looks like a pickle)" if ctx.data[0] == 0x80 else ""))
             ctx.ref = (flags & F_REF) != 0
             if (flags & F_OOB) and buffers is None:
                 raise _error.OutOfBandBufferError(

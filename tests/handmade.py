@@ -12,7 +12,11 @@ import struct
 T_NONE, T_TRUE, T_FALSE, T_INT, T_BIGINT, T_FLOAT, T_STR, T_BYTES = range(8)
 T_LIST, T_TUPLE, T_DICT, T_SET, T_FROZENSET, T_BYTEARRAY, T_COMPLEX, T_REF = range(8, 16)
 T_OBJECT, T_TYPE, T_BUFFER, T_FLOAT32 = 16, 17, 18, 19
+T_SDICT = 20            # 20..23: str keys, values K_ANY / K_INT / K_FLOAT / K_STR
 T_DISCARD = 0x80
+# tags that carry their value or count (n = tag - base)
+FIX_LIST, FIX_TUPLE, FIX_DICT, FIX_STR, FIX_INT_ZERO = 0x20, 0x30, 0x40, 0xA0, 0xD0
+HEADER_BASE = 0x50      # the payload's first byte when it has flags (§2)
 # element kinds (§4)
 K_ANY, K_INT, K_FLOAT, K_STR, K_OBJECT = 0, 3, 5, 6, 16
 # type descriptor kinds (§6)
@@ -23,15 +27,17 @@ W_CUSTOM, W_LAYOUT, W_REDUCE, W_ENUM, W_NAMEDTUPLE = range(5)
 F_GLOBAL, F_NEWOBJ, F_NEWOBJ_EX, F_CALL = range(4)
 S_STATE, S_LIST, S_DICT, S_SETTER = 1, 2, 4, 8
 
-REF, COMPATIBLE, OOB = 1, 2, 4
+REF, OOB = 1, 4
+COMPATIBLE = 0          # (a header flag until format version 2; kept for the call sites)
 
 
-def header(flags: int = COMPATIBLE) -> bytes:
-    return bytes([0xFD, 0x59, 0x02, flags])
+def header(flags: int = 0) -> bytes:
+    """The payload's header: none without flags, else one byte (§2)."""
+    return bytes([HEADER_BASE | flags]) if flags else b""
 
 
 def payload(value: bytes, ref: bool = False) -> bytes:
-    return header(COMPATIBLE | (REF if ref else 0)) + value
+    return header(REF if ref else 0) + value
 
 
 def varuint(n: int) -> bytes:
@@ -78,6 +84,30 @@ def str_(s: str) -> bytes:
 
 def bytes_(b: bytes) -> bytes:
     return bytes([T_BYTES]) + varuint(len(b)) + b
+
+
+def fix_int(v: int) -> bytes:
+    assert -16 <= v <= 47
+    return bytes([FIX_INT_ZERO + v])
+
+
+def fix_str(s: str) -> bytes:
+    data = s.encode("latin-1")
+    assert len(data) <= 31
+    return bytes([FIX_STR + len(data)]) + data
+
+
+def fix_list(*items: bytes) -> bytes:
+    return bytes([FIX_LIST + len(items)]) + b"".join(items)
+
+
+def fix_tuple(*items: bytes) -> bytes:
+    return bytes([FIX_TUPLE + len(items)]) + b"".join(items)
+
+
+def fix_dict(*pairs) -> bytes:
+    """A dict of up to 15 pairs: each key a string body (str_body), each value tagged."""
+    return bytes([FIX_DICT + len(pairs)]) + b"".join(k + v for k, v in pairs)
 
 
 def ref(i: int) -> bytes:

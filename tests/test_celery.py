@@ -99,7 +99,10 @@ def test_numpy_array(worker):
 def test_messages_are_pyfory():
     content_type, encoding, body = kombu.serialization.dumps(((lambda: 1,), {}, {}), serializer="pyfory")
     assert content_type == "application/x-pyfory" and encoding == "binary"
-    assert body[:2] == b"\xfd\x59"             # pyfory's magic bytes
+    # a pyfory payload with reference tracking (its header byte: 0x50 | F_REF)
+    assert body[0] == 0x51
+    args, kwargs, embed = pyfory.Fory(ref=True, strict=False).loads(body)
+    assert args[0]() == 1 and kwargs == {} and embed == {}
 
 
 def _consume_one(conn, queue, accept):

@@ -101,30 +101,59 @@ def assert_same_nest(expected, got):
 
 @pytest.mark.parametrize("value", [None, 0, "s", [1], SAMPLE], ids=["none", "int", "str", "list", "sample"])
 def test_header_layout(value, ref):
+    # format 3: a payload without flags is its value alone; with ref tracking it starts
+    # with the header byte 0x50 | F_REF
     data = pyfory.Fory(ref=ref).dumps(value)
-    assert len(data) > 4
-    assert data[:2] == b"\xfd\x59"
-    assert data[2] == 2
+    body = pyfory.Fory().dumps(value)
+    if ref:
+        assert data[0] == 0x51
+        if value is None or isinstance(value, int):
+            assert data[1:] == body
+    else:
+        assert data == body
+        assert data[0] < 0x50 or data[0] > 0x5F
 
 
+def test_header_byte_only_with_flags():
+    assert pyfory.Fory().dumps(None) == b"\x00"
+    assert pyfory.Fory().dumps(7) == bytes([0xD7])
+    assert pyfory.Fory(ref=True).dumps(None) == b"\x51\x00"
+    # a buffer sent out of band: the header carries F_OOB
+    assert pyfory.Fory().dumps(None, buffer_callback=lambda b: True) == b"\x00"
+    big = pickle.PickleBuffer(bytearray(10))
+    assert pyfory.Fory().dumps(big, buffer_callback=lambda b: False)[0] == 0x54
+
+
+# not a pyfory payload: every one fails with a pyfory error that is also pickle's
 NOT_PYFORY = [
     pytest.param(b"", id="empty"),
     pytest.param(b"h", id="one-byte"),
     pytest.param(b"hello", id="hello"),
-    pytest.param(b"\xfd", id="half-magic"),
     pytest.param(b"\x59\xfd\x01\x00\x00", id="magic-swapped"),
     pytest.param(b"\x00\x00\x00\x00\x00", id="zeros"),
     pytest.param(json.dumps({"a": [1, 2]}).encode(), id="json"),
     pytest.param(b"\xef\xbb\xbf{}", id="json-with-bom"),
 ] + [pytest.param(pickle.dumps({"a": [1, 2]}, protocol=p), id=f"pickle-{p}") for p in range(6)]
+# ... and those whose first byte is neither a header nor a value tag say so
+SAYS_NOT_PYFORY = {"one-byte", "hello", "json", "pickle-1", "pickle-2", "pickle-3", "pickle-4", "pickle-5"}
 
 
 @pytest.mark.parametrize("data", NOT_PYFORY)
-def test_not_a_pyfory_payload(data):
+def test_not_a_pyfory_payload(data, request):
     fory = pyfory.Fory()
-    with pytest.raises(FormatError, match="(?i)not a pyfory payload"):
+    with pytest.raises(ForyError) as info:
         fory.loads(data)
+    assert isinstance(info.value, pickle.UnpicklingError)
+    if request.node.callspec.id in SAYS_NOT_PYFORY:
+        assert isinstance(info.value, FormatError)
+        assert "not a pyfory payload" in str(info.value)
     assert fory.loads(fory.dumps(["ok"])) == ["ok"]
+
+
+@pytest.mark.parametrize("protocol", range(2, 6))
+def test_a_pickle_is_named(protocol):
+    with pytest.raises(FormatError, match="looks like a pickle"):
+        pyfory.Fory().loads(pickle.dumps([1], protocol=protocol))
 
 
 @pytest.mark.parametrize("data", [b"\xfd\x59", b"\xfd\x59\x02"], ids=["magic-only", "no-flags"])
@@ -133,15 +162,23 @@ def test_header_cut_short(data):
         pyfory.Fory().loads(data)
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, 127, 255])
+@pytest.mark.parametrize("version", [0, 1, 2, 127, 255])
 def test_other_format_version(version, ref):
+    # versions 1 and 2 started with fd 59 and the version byte
     fory = pyfory.Fory(ref=ref)
-    data = bytearray(fory.dumps([1, "x"]))
-    data[2] = version
+    data = b"\xfd\x59" + bytes([version, 3 if ref else 2]) + b"\x08\x02\x00\x03\x02\x06\x08x"
     with pytest.raises(FormatError, match="(?i)version") as info:
-        fory.loads(bytes(data))
+        fory.loads(data)
     assert str(version) in str(info.value)
     assert fory.loads(fory.dumps([1, "x"])) == [1, "x"]
+
+
+@pytest.mark.parametrize("first", [0x52, 0x53, 0x56, 0x57] + list(range(0x58, 0x60)))
+def test_header_of_a_later_version(first):
+    # header bytes this version does not write: flags it does not know
+    fory = pyfory.Fory()
+    with pytest.raises(FormatError, match="later version"):
+        fory.loads(bytes([first]) + fory.dumps([1, "x"]))
 
 
 @pytest.mark.parametrize("tail", [b"\x00", b"\xff", b"junk", b"\xfd\x59\x02\x00\x00"], ids=repr)

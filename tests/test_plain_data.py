@@ -87,9 +87,10 @@ TWO_BYTE = [
 
 
 def _str_payload(fory, s):
-    # the string's bytes after the header, the T_STR tag and the string header
+    # the payload of a string that is not a short 1-byte-kind one: T_STR, then the
+    # string header and bytes (a payload without flags has no header)
     data = fory.dumps(s)
-    assert data[4] == 6
+    assert data[0] == 6
     return data
 
 
@@ -108,7 +109,7 @@ def test_strings_of_every_kind_round_trip(s, ref):
 @pytest.mark.parametrize("s", TWO_BYTE, ids=repr)
 def test_two_byte_strings_take_the_shorter_form(s):
     fory = pyfory.Fory()
-    body = _str_payload(fory, s)[5:]
+    body = _str_payload(fory, s)[1:]
     utf8 = len(s.encode("utf-8", "surrogatepass"))
     size = min(2 * len(s), utf8)
     assert len(body) - size in (0, 1, 2, 3)        # the header's own bytes
@@ -129,21 +130,24 @@ def test_two_byte_strings_take_the_shorter_form(s):
 ])
 def test_malformed_ucs2_strings_raise(body, message):
     fory = pyfory.Fory()
-    data = b"\xfd\x59\x02\x02\x06" + body
+    data = b"\x06" + body
     with pytest.raises(ForyError, match=message):
         fory.loads(data)
     # inside a packed list too (and after a good string)
     good = fory.dumps(["日本", "x"])
     assert fory.loads(good) == ["日本", "x"]
     with pytest.raises(ForyError):
-        fory.loads(b"\xfd\x59\x02\x02\x08\x02\x06\x21\xe5\x65\x2c\x67" + body)
+        fory.loads(b"\x08\x02\x06\x21\xe5\x65\x2c\x67" + body)
 
 
 def test_latin1_bytes_in_the_one_byte_form():
     fory = pyfory.Fory()
     # encoding 0 with bytes >= 0x80: a Latin-1 string (what version 1 called encoding 1)
-    assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\xe9") == "café"
-    assert fory.loads(b"\xfd\x59\x02\x02\x06\x20caf\x65") == "cafe"
+    assert fory.loads(b"\x06\x20caf\xe9") == "café"
+    assert fory.loads(b"\x06\x20caf\x65") == "cafe"
+    # the same in a short string's tag (FIX_STR + 4), which is what dumps writes
+    assert fory.loads(b"\xa4caf\xe9") == "café"
+    assert fory.dumps("café") == b"\xa4caf\xe9"
 
 
 # ---- dict writing (WriteContext.write_dict) ----------------------------------------------
@@ -172,16 +176,20 @@ def test_dicts_of_every_size_and_value_mix_round_trip(size, ref):
 def test_top_level_dict_keys_skip_the_string_table_only_when_nothing_can_share_them():
     fory = pyfory.Fory()
     # the whole payload, atom values: key headers without the register bit (bit 2)
-    assert fory.dumps({"ab": 1}) == b"\xfd\x59\x02\x02\x0a\x01\x36\x10ab\x02"
-    assert fory.dumps({"ab": 1, "c": None}) == b"\xfd\x59\x02\x02\x0a\x02\x06\x10ab\x03\x02\x08c\x00"
-    assert fory.dumps({"ab": "c"}) == b"\xfd\x59\x02\x02\x0a\x01\x66\x10ab\x08c"
+    # (a small dict: FIX_DICT + n, key string header, tagged value)
+    assert fory.dumps({"ab": 1}) == b"\x41\x10ab\xd1"
+    assert fory.dumps({"ab": 1, "c": None}) == b"\x42\x10ab\xd1\x08c\x00"
+    assert fory.dumps({"ab": "c"}) == b"\x41\x10ab\xa1c"
+    # a larger one: T_SDICT + value kind (K_STR: 23), count, packed pairs
+    big = {f"k{i:02}": "v" for i in range(16)}
+    assert fory.dumps(big)[:2] == b"\x17\x10" and fory.dumps(big)[2:6] == b"\x18k00"
     # nested: the keys are registered, and the second dict refers back to them
     data = fory.dumps([{"ab": 1}, {"ab": 2}])
     assert data.count(b"ab") == 1
     # a container value: registered too
-    assert fory.dumps({"ab": [1]})[7] & 4
+    assert fory.dumps({"ab": [1]})[1] & 4
     # records keep sharing their keys
     records = [{"name": f"n{i}", "id": i} for i in range(100)]
     assert fory.dumps(records).count(b"name") == 1
     # with ref=True strings are tracked: registered
-    assert pyfory.Fory(ref=True).dumps({"ab": 1})[7] & 4
+    assert pyfory.Fory(ref=True).dumps({"ab": 1})[2] & 4
