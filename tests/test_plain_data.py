@@ -3,12 +3,17 @@ the plain path gives (equal values, exact types), whatever the input."""
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 
 import pytest
 
 import pyfory
 from pyfory.error import ForyError
+
+sys.path.insert(0, os.path.dirname(__file__))
+import handmade as H  # noqa: E402
 
 
 # ---- the dict key cache (ReadContext.read_key) ------------------------------------------
@@ -193,3 +198,48 @@ def test_top_level_dict_keys_skip_the_string_table_only_when_nothing_can_share_t
     assert fory.dumps(records).count(b"name") == 1
     # with ref=True strings are tracked: registered
     assert pyfory.Fory(ref=True).dumps({"ab": 1})[2] & 4
+
+
+# ---- the tags that carry their value or count (format 3) ---------------------------------
+def test_small_values_are_written_in_their_tags():
+    fory = pyfory.Fory()
+    assert fory.dumps(-16) == bytes([0xC0]) and fory.dumps(47) == bytes([0xFF])
+    assert fory.dumps(48)[0] == 3 and fory.dumps(-17)[0] == 3      # T_INT beyond
+    assert fory.dumps("x" * 31)[0] == 0xBF and fory.dumps("x" * 32)[0] == 6
+    assert fory.dumps([]) == b"\x20" and fory.dumps(()) == b"\x30" and fory.dumps({}) == b"\x40"
+    assert fory.dumps([None] * 15)[0] == 0x2F and fory.dumps([None] * 16)[:2] == b"\x08\x10"
+    assert fory.dumps((1, "a")) == b"\x32\xd1\xa1a"
+    # str-keyed dicts above 15 items: T_SDICT + value kind, no kinds byte
+    for values, tag in ((range(16), 0x15), ([0.5] * 16, 0x16), (["s"] * 16, 0x17), ([None] * 16, 0x14)):
+        d = {f"k{i}": v for i, v in zip(range(16), values)}
+        assert fory.dumps(d)[0] == tag and fory.loads(fory.dumps(d)) == d
+    # with ref tracking strings go through the string table: no short-string tag
+    assert pyfory.Fory(ref=True).dumps("ab") == b"\x51\x06\x14ab"
+
+
+@pytest.mark.parametrize("data, error", [
+    (H.fix_str("abc")[:-1], "truncated"),
+    (bytes([H.FIX_LIST + 3]) + H.fix_int(1), "truncated|exceeds"),
+    (bytes([H.FIX_DICT + 1]) + H.str_body("k"), "truncated"),
+    (bytes([H.FIX_DICT + 1]) + b"\x0f" + H.fix_int(1), "reference to string"),   # key: string #3
+    (bytes([H.T_SDICT + 3]) + H.varuint(1 << 40), "exceeds"),
+    # the discard bit exists on T_TUPLE, T_FROZENSET, T_OBJECT only (a fix tuple's tag
+    # with it would be a short string's)
+    (bytes([H.T_LIST | H.T_DISCARD, 0]), "not a pyfory payload"),
+    (H.list_(bytes([H.T_LIST | H.T_DISCARD, 0])), "invalid tag"),
+])
+def test_malformed_small_forms_raise(data, error):
+    with pytest.raises(ForyError, match=error):
+        pyfory.Fory().loads(data)
+
+
+def test_small_forms_read_in_the_general_forms_too():
+    # version-3 readers accept T_LIST / T_TUPLE / T_DICT with counts and kinds for any n
+    fory = pyfory.Fory()
+    assert fory.loads(H.list_(H.fix_int(1), H.fix_str("a"))) == [1, "a"]
+    assert fory.loads(H.tuple_()) == () and fory.loads(H.dict_()) == {}
+    assert fory.loads(H.fix_dict((H.str_body("a"), H.list_()))) == {"a": []}
+    t = ([],)
+    t[0].append(t)
+    out = pyfory.Fory(ref=True).loads(pyfory.Fory(ref=True).dumps(t))
+    assert out[0][0] is out
