@@ -184,7 +184,7 @@ class Node:
 
     __slots__ = ("offset", "end", "kind", "label", "type", "naming", "wire_kind", "value", "length",
                  "items", "elem_kind", "obj_id", "ref", "str_index", "str_ref", "type_index", "type_ref",
-                 "oob_slot", "note", "children", "opaque", "error", "fields", "key")
+                 "oob_slot", "note", "children", "opaque", "error", "fields", "key", "tag")
 
     def __init__(self, offset: int, kind: str, label: Optional[str] = None):
         for name in self.__slots__:
@@ -458,6 +458,12 @@ class _Decoder:
     def value(self, parent: Node, label: Optional[str] = None, key: Optional[Dict[str, Any]] = None) -> Node:
         start = self.pos
         tag_byte = self.u8("a value tag")
+        node = self.value_body(parent, label, key, start, tag_byte)
+        node.tag = tag_byte
+        return node
+
+    def value_body(self, parent: Node, label: Optional[str], key: Optional[Dict[str, Any]], start: int,
+                   tag_byte: int) -> Node:
         if tag_byte >= FIX_STR:
             # a small int or a short 1-byte-kind string: the tag carries it
             if tag_byte >= FIX_INT:
