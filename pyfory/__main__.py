@@ -30,6 +30,12 @@ Out-of-band buffers are shown with their slot (the index in loads(..., buffers=[
 The inspector only reads bytes: it never imports a module named by the payload nor runs
 code from it, so it is safe on untrusted input.
 
+payload or stream: payloads have no magic bytes (format version 3), so without --stream
+or --payload the input is taken as one payload (Fory.dumps) when it decodes as one to
+its end; otherwise as a stream (Fory.dump: varuint length + payload, repeated) when its
+first frame fits in the input and decodes; otherwise it is reported as one malformed
+payload. An input that reads both ways is shown as one payload, with a warning.
+
 exit status: 0 decoded completely; 1 malformed or truncated (the offset and the reason
 are printed); 2 usage error or unreadable input; 3 decoding stopped at data the format
 does not describe (e.g. the bytes of a custom Serializer), not an error in the payload.
@@ -153,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--stream", action="store_true",
                    help="the input is a stream of length-prefixed frames (Fory.dump); by default "
-                        "this is detected")
+                        "this is detected (see below)")
     g.add_argument("--payload", action="store_true", help="the input is one payload (Fory.dumps)")
     p.set_defaults(func=cmd_inspect)
 

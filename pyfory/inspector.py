@@ -33,24 +33,35 @@ from typing import Any, Dict, List, Optional
 
 __all__ = ["inspect", "inspect_payload", "render_text", "to_json", "INTERNAL_TYPE_NAMES", "FORMAT_VERSION"]
 
-MAGIC = b"\xfd\x59"
-FORMAT_VERSION = 2
-F_REF, F_COMPATIBLE, F_OOB = 1, 2, 4
+FORMAT_VERSION = 3
+# the payload's first byte when it has flags: HEADER_BASE | flags (docs/format.md section 2);
+# a payload without flags has no header byte. Versions 1 and 2 began with OLD_MAGIC, version.
+HEADER_BASE = 0x50
+F_REF, F_OOB = 1, 4
+FLAG_NAMES = ((F_REF, "REF"), (F_OOB, "OOB"))
+OLD_MAGIC = b"\xfd\x59"
 
 # value tags (docs/format.md section 3)
 T_NONE, T_TRUE, T_FALSE, T_INT, T_BIGINT, T_FLOAT, T_STR, T_BYTES = range(8)
 T_LIST, T_TUPLE, T_DICT, T_SET, T_FROZENSET, T_BYTEARRAY, T_COMPLEX = range(8, 15)
 T_REF, T_OBJECT, T_TYPE, T_BUFFER, T_FLOAT32 = 15, 16, 17, 18, 19
+T_SDICT = 20                # 20..23: a dict with str keys, the value kind in the tag
+T_UNSUPPORTED = 0x7E
 T_DISCARD = 0x80
+# tags that carry a small value or count themselves (format version 3): n = tag - base
+FIX_LIST, FIX_TUPLE, FIX_DICT, FIX_MAX = 0x20, 0x30, 0x40, 15
+FIX_STR, FIX_INT, FIX_INT_ZERO = 0xA0, 0xC0, 0xD0
 TAG_NAMES = {
     T_NONE: "none", T_TRUE: "bool", T_FALSE: "bool", T_INT: "int", T_BIGINT: "int", T_FLOAT: "float",
     T_STR: "str", T_BYTES: "bytes", T_LIST: "list", T_TUPLE: "tuple", T_DICT: "dict", T_SET: "set",
     T_FROZENSET: "frozenset", T_BYTEARRAY: "bytearray", T_COMPLEX: "complex", T_REF: "ref",
     T_OBJECT: "object", T_TYPE: "type", T_BUFFER: "buffer", T_FLOAT32: "float",
+    T_UNSUPPORTED: "unsupported",
 }
 # element kinds of packed containers
 K_ANY, K_INT, K_FLOAT, K_STR, K_OBJECT = 0, 3, 5, 6, 16
 KIND_NAMES = {K_ANY: "any", K_INT: "int", K_FLOAT: "float", K_STR: "str", K_OBJECT: "object"}
+SDICT_KINDS = (K_ANY, K_INT, K_FLOAT, K_STR)     # value kind of tag T_SDICT + i
 # type descriptor kinds
 D_INTERNAL, D_USER_ID, D_NAME, D_USER_NAME, D_BY_VALUE = range(5)
 NAMING = {D_INTERNAL: "internal", D_USER_ID: "registered id", D_NAME: "by reference",
@@ -173,7 +184,7 @@ class Node:
 
     __slots__ = ("offset", "end", "kind", "label", "type", "naming", "wire_kind", "value", "length",
                  "items", "elem_kind", "obj_id", "ref", "str_index", "str_ref", "type_index", "type_ref",
-                 "oob_slot", "note", "children", "opaque", "error", "fields", "key")
+                 "oob_slot", "note", "children", "opaque", "error", "fields", "key", "tag")
 
     def __init__(self, offset: int, kind: str, label: Optional[str] = None):
         for name in self.__slots__:
@@ -447,9 +458,44 @@ class _Decoder:
     def value(self, parent: Node, label: Optional[str] = None, key: Optional[Dict[str, Any]] = None) -> Node:
         start = self.pos
         tag_byte = self.u8("a value tag")
+        node = self.value_body(parent, label, key, start, tag_byte)
+        node.tag = tag_byte
+        return node
+
+    def value_body(self, parent: Node, label: Optional[str], key: Optional[Dict[str, Any]], start: int,
+                   tag_byte: int) -> Node:
+        if tag_byte >= FIX_STR:
+            # a small int or a short 1-byte-kind string: the tag carries it
+            if tag_byte >= FIX_INT:
+                node = self.open(parent, "int", label, start)
+                node.value = tag_byte - FIX_INT_ZERO
+            else:
+                node = self.open(parent, "str", label, start)
+                n = tag_byte - FIX_STR
+                if n > self.remaining():
+                    self.fail(f"truncated: a short string (tag {tag_byte:#04x}) of {n} byte(s), "
+                              f"{self.remaining()} left", start)
+                s = self.take(n, "a short string").decode("latin-1")
+                node.length = n
+                node.value = s
+            node.key = key
+            return self.close(node)
+        if FIX_LIST <= tag_byte <= FIX_DICT + FIX_MAX:
+            # a small list, tuple or str-keyed dict: the tag carries the count
+            n = tag_byte & 15
+            if tag_byte >= FIX_DICT:
+                node = self.open(parent, "dict", label, start)
+                node.key = key
+                self.dict_items(node, n, K_STR, K_ANY)
+            else:
+                tag = T_LIST if tag_byte < FIX_TUPLE else T_TUPLE
+                node = self.open(parent, TAG_NAMES[tag], label, start)
+                node.key = key
+                self.sequence_items(node, tag, n, K_ANY, False)
+            return self.close(node)
         discard = bool(tag_byte & T_DISCARD)
         tag = tag_byte & ~T_DISCARD
-        node = self.open(parent, TAG_NAMES.get(tag, "?"), label, start)
+        node = self.open(parent, TAG_NAMES.get(tag, "dict" if T_SDICT <= tag <= T_SDICT + 3 else "?"), label, start)
         node.key = key
         if discard and tag not in (T_TUPLE, T_FROZENSET, T_OBJECT):
             self.fail(f"invalid tag {tag_byte:#04x} (the discard bit is only valid on tuple, "
@@ -485,6 +531,8 @@ class _Decoder:
             self.sequence(node, tag, discard)
         elif tag == T_DICT:
             self.dict_(node)
+        elif T_SDICT <= tag <= T_SDICT + 3:
+            self.dict_items(node, self.count("dict length", 2), K_STR, SDICT_KINDS[tag - T_SDICT])
         elif tag == T_REF:
             idx = self.length("an object id")
             if idx >= len(self.objects):
@@ -501,8 +549,16 @@ class _Decoder:
                 node.wire_kind = WIRE_NAMES.get(entry.wire, str(entry.wire))
         elif tag == T_BUFFER:
             self.buffer_value(node)
+        elif tag == T_UNSUPPORTED:
+            node.add_note("kept out of the payload by unsupported_callback: the reader takes the next "
+                          "of loads(..., unsupported_objects=)")
+            if self.ref:
+                self.new_object(node, "unsupported object")
+        elif HEADER_BASE <= tag_byte <= HEADER_BASE + 15:
+            self.fail(f"unknown value tag {tag_byte} ({tag_byte:#04x}: the range of the payload header "
+                      "byte, never a value)", start)
         else:
-            self.fail(f"unknown value tag {tag_byte}", start)
+            self.fail(f"unknown value tag {tag_byte} ({tag_byte:#04x})", start)
         return self.close(node)
 
     def bigint(self, node: Node) -> Any:
@@ -540,18 +596,26 @@ class _Decoder:
 
     def sequence(self, node: Node, tag: int, discard: bool) -> None:
         name = TAG_NAMES[tag]
-        node.type = name
         n = self.count(f"{name} length")
-        node.length = n
-        pre = tag in (T_LIST, T_SET)
-        if self.ref and pre:
-            self.new_object(node, name)
+        kind = K_ANY
         if n:
             kpos = self.pos
             kind = self.u8("an element kind")
             allowed = (K_ANY, K_INT, K_FLOAT, K_STR, K_OBJECT) if tag in (T_LIST, T_TUPLE) else (K_ANY, K_STR)
             if kind not in allowed:
                 self.fail(f"bad element kind {kind} for a {name}", kpos)
+        self.sequence_items(node, tag, n, kind, discard)
+
+    def sequence_items(self, node: Node, tag: int, n: int, kind: int, discard: bool) -> None:
+        """The n items of a list, tuple, set or frozenset (count and kind read by the caller,
+        or given by the tag)."""
+        name = TAG_NAMES[tag]
+        node.type = name
+        node.length = n
+        pre = tag in (T_LIST, T_SET)
+        if self.ref and pre:
+            self.new_object(node, name)
+        if n:
             node.elem_kind = KIND_NAMES[kind]
             label_of = (lambda i: f"[{i}]") if tag in (T_LIST, T_TUPLE) else (lambda i: "item")
             if kind == K_ANY:
@@ -608,18 +672,24 @@ class _Decoder:
         return self.close(node)
 
     def dict_(self, node: Node) -> None:
-        node.type = "dict"
         n = self.count("dict length", 2)
+        kk = vk = K_ANY
+        if n:
+            kpos = self.pos
+            kinds = self.u8("dict kinds")
+            kk, vk = kinds & 15, kinds >> 4
+            if kk not in (K_ANY, K_STR) or vk not in (K_ANY, K_INT, K_FLOAT, K_STR):
+                self.fail(f"bad dict kinds {kinds:#04x}", kpos)
+        self.dict_items(node, n, kk, vk)
+
+    def dict_items(self, node: Node, n: int, kk: int, vk: int) -> None:
+        """The n pairs of a dict (count and kinds read by the caller, or given by the tag)."""
+        node.type = "dict"
         node.length = n
         if self.ref:
             self.new_object(node, "dict")
         if not n:
             return
-        kpos = self.pos
-        kinds = self.u8("dict kinds")
-        kk, vk = kinds & 15, kinds >> 4
-        if kk not in (K_ANY, K_STR) or vk not in (K_ANY, K_INT, K_FLOAT, K_STR):
-            self.fail(f"bad dict kinds {kinds:#04x}", kpos)
         node.elem_kind = f"{KIND_NAMES[kk]}:{KIND_NAMES[vk]}"
 
         def one(i):
@@ -1682,34 +1752,38 @@ class _Marshal:
 
 # ---------------------------------------------------------------------------------------
 def inspect_payload(data: bytes, base: int = 0, max_items: int = 100) -> Dict[str, Any]:
-    """Decode one payload (header + one value). Never raises."""
+    """Decode one payload (the header byte, if any, then one value). Never raises."""
     report: Dict[str, Any] = {"offset": base, "size": len(data)}
     dec = _Decoder(data, base, max_items)
     root = Node(base, "payload")
     dec.stack = [root]
     status, error = "ok", None
     try:
-        header = {}
+        header: Dict[str, Any] = {}
         report["header"] = header
-        if len(data) < 2 or data[:2] != MAGIC:
-            dec.fail("not a pyfory payload: bad magic bytes (expected fd 59)", 0)
-        if len(data) < 3:
-            dec.fail("truncated: the payload ends inside the header", len(data))
-        header["magic"] = "fd59"
-        header["version"] = data[2]
-        if data[2] != FORMAT_VERSION:
-            dec.fail(f"format version {data[2]}; this inspector reads version {FORMAT_VERSION}", 2)
-        if len(data) < 4:
-            dec.fail("truncated: the payload ends inside the header", len(data))
-        flags = data[3]
+        if not data:
+            dec.fail("truncated: empty payload: no value", 0)
+        first = data[0]
+        flags = 0
+        if first & 0xF0 == HEADER_BASE:
+            flags = first & 0x0F
+            header["header_byte"] = first
+            if flags & ~(F_REF | F_OOB):
+                dec.fail(f"payload header byte {first:#04x} is not one of format version {FORMAT_VERSION} "
+                         f"(flag bits {flags & ~(F_REF | F_OOB):#x} unknown): written by a later version?", 0)
+            dec.pos = 1
+        elif len(data) >= 4 and data[:2] == OLD_MAGIC:
+            header["magic"] = OLD_MAGIC.hex()
+            header["version"] = data[2]
+            dec.fail(f"payload has pyfory format version {data[2]} (magic bytes fd 59, then the version); "
+                     f"this inspector reads version {FORMAT_VERSION}", 2)
+        else:
+            header["header_byte"] = None
+        header["version"] = FORMAT_VERSION
         header["flags"] = flags
-        names = [n for bit, n in ((F_REF, "REF"), (F_COMPATIBLE, "COMPATIBLE"), (F_OOB, "OOB")) if flags & bit]
-        header["flag_names"] = names
-        if flags & ~7:
-            dec.warnings.append(f"unknown header flag bits {flags & ~7:#x}")
+        header["flag_names"] = [n for bit, n in FLAG_NAMES if flags & bit]
         dec.ref = bool(flags & F_REF)
         dec.oob = bool(flags & F_OOB)
-        dec.pos = 4
         dec.value(root, None)
         if dec.pos != dec.size:
             dec.fail(f"{dec.size - dec.pos} unexpected byte(s) after the value")
@@ -1764,16 +1838,52 @@ def _read_frame_length(data: bytes, pos: int):
     return None, "bad frame length"  # pragma: no cover
 
 
-def looks_like_stream(data: bytes) -> bool:
-    """A single payload starts with fd 59 01; a Fory.dump stream with a length prefix."""
-    if data[:2] == MAGIC and (len(data) < 3 or data[2] == FORMAT_VERSION):
-        return False
+def looks_like_stream(data: bytes, max_items: int = 100) -> bool:
+    """Whether input that is not one complete payload is a stream of Fory.dump frames.
+
+    Version 3 payloads have no magic bytes, so the input is tried as one payload first
+    (see inspect); this is asked only when that fails. A stream begins with a frame:
+    varuint length, then that many bytes, which decode as one payload (completely, or up
+    to data the format does not describe), or which begin with the magic bytes of a
+    version 1/2 payload (each frame is then refused by its version)."""
     got, _ = _read_frame_length(data, 0)
-    return got is not None and data[got[1]:got[1] + 2] == MAGIC
+    if got is None:
+        return False
+    n, body = got
+    if n == 0 or n > len(data) - body:
+        return False
+    frame = data[body:body + n]
+    if frame[:2] == OLD_MAGIC:
+        return True
+    return inspect_payload(frame, body, max_items)["status"] in ("ok", "opaque")
+
+
+def _also_a_stream(data: bytes, max_items: int) -> int:
+    """The number of frames when data, a complete payload, also reads as a stream of
+    complete frames (an ambiguous input), else 0."""
+    pos = frames = 0
+    bounds = []
+    while pos < len(data):
+        got, _ = _read_frame_length(data, pos)
+        if got is None or got[0] == 0 or got[0] > len(data) - got[1]:
+            return 0
+        bounds.append((got[1], got[1] + got[0]))
+        pos = got[1] + got[0]
+    for start, end in bounds:       # the framing fits exactly: now decode the frames
+        if inspect_payload(data[start:end], start, max_items)["status"] not in ("ok", "opaque"):
+            return 0
+        frames += 1
+    return frames
 
 
 def inspect(data, *, stream: Optional[bool] = None, max_items: int = 100) -> Dict[str, Any]:
     """Inspect a payload, or a stream of Fory.dump frames (stream=None: detect).
+
+    Detection (payloads have no magic bytes since format version 3): the input is one
+    payload if it decodes as one to its end (or up to data the format does not describe);
+    otherwise it is a stream if its first length-prefixed frame fits and decodes (see
+    looks_like_stream); otherwise it is reported as one (malformed) payload. An input that
+    reads both ways is shown as a payload, with a warning.
 
     Returns a JSON-ready dict: {"stream", "size", "status", "payloads": [...]} where each
     payload has "header", "root" (the tree), "tables", "needs", "status" ("ok", "opaque",
@@ -1786,11 +1896,24 @@ def inspect(data, *, stream: Optional[bool] = None, max_items: int = 100) -> Dic
     try:
         if max_items is None or max_items < 0:
             max_items = 0
+        rep = None
         if stream is None:
-            stream = looks_like_stream(data)
+            # no magic bytes (format version 3): one payload if the input decodes as one,
+            # else a stream if it begins with a length-prefixed frame that decodes
+            rep = inspect_payload(data, 0, max_items)
+            if rep["status"] in ("ok", "opaque"):
+                stream = False
+                frames = _also_a_stream(data, max_items)
+                if frames:
+                    rep.setdefault("warnings", []).append(
+                        f"the input also reads as a stream of {frames} Fory.dump frame(s); shown as one "
+                        "payload (use --stream to read it as a stream)")
+            else:
+                stream = looks_like_stream(data, max_items)
         out: Dict[str, Any] = {"stream": bool(stream), "size": len(data), "payloads": [], "error": None}
         if not stream:
-            rep = inspect_payload(data, 0, max_items)
+            if rep is None:
+                rep = inspect_payload(data, 0, max_items)
             out["payloads"].append(rep)
             out["status"] = rep["status"]
             out["error"] = rep["error"]
@@ -1994,6 +2117,9 @@ def render_payload(rep: Dict[str, Any], out: List[str]) -> None:
         first += f" at offset {rep.get('offset', 0)}"
     if "version" in h:
         first += f", format version {h['version']}"
+    if "header_byte" in h:
+        hb = h["header_byte"]
+        first += f", header byte {hb:#04x}" if hb is not None else ", no header byte"
     if "flags" in h:
         first += f", flags {h['flags']:#04x} ({'|'.join(h.get('flag_names') or ['none'])})"
     out.append(first)

@@ -84,6 +84,7 @@ class OpaqueSerializer(pyfory.Serializer):
 
 
 # ---- helpers --------------------------------------------------------------------------------
+F64 = b"\x00\x00\x00\x00\x00\x00\xf8\x3f"     # 1.5 as the 8 bytes of a double
 def run_cli(*args, input=None, cwd=None, extra_path=None, timeout=120):
     env = dict(os.environ)
     paths = [PACKAGE_ROOT] + ([extra_path] if extra_path else []) + [env.get("PYTHONPATH", "")]
@@ -173,12 +174,13 @@ def test_version():
     assert proc.returncode == 0
     out = proc.stdout.decode()
     assert out.startswith(f"pyfory {pyfory.__version__}")
-    assert "wire format version 2" in out
+    assert "wire format version 3" in out
 
 
 @pytest.mark.parametrize("args, expected", [
     ((), ["inspect", "bench", "--version"]),
-    (("inspect",), ["FILE", "--json", "--max-items", "--stream", "exit status", "never imports"]),
+    (("inspect",), ["FILE", "--json", "--max-items", "--stream", "exit status", "never imports",
+                    "payload or stream"]),
     (("bench",), ["--quick", "pickle", "cloudpickle", "-k"]),
 ])
 def test_help(args, expected):
@@ -206,12 +208,13 @@ def test_inspect_builtins(tmp_path):
                                 {1: "x"}, frozenset({"a"}), 3 + 4j])
     proc, out, err = inspect_file(tmp_path, data)
     assert proc.returncode == 0, err
-    assert out.startswith(f"pyfory payload: {len(data)} bytes, format version 2, flags 0x02 (COMPATIBLE)")
-    assert lines_matching(out, r"^\s+4  list len=12 kind=any$")
+    # no flags: no header byte, the value starts at offset 0 (a list of 12: FIX_LIST 0x2c)
+    assert out.startswith(f"pyfory payload: {len(data)} bytes, format version 3, no header byte, flags 0x00 (none)")
+    assert lines_matching(out, r"^\s+0  list len=12 kind=any$")
     for expected in [r"\[0\]: None", r"\[1\]: bool  True", r"\[2\]: int  7$", r"\[3\]: int  1180591620717411303424",
                      r"\[4\]: float  1.5", r"\[5\]: str  'héllo'", r"\[6\]: bytes len=2  0001",
-                     r"\[7\]: tuple len=2 kind=int  \[1, 2\]", r"\[8\]: dict len=1 kind=str:any",
-                     r"'k': list len=2 kind=float  \[1.5, 2.5\]  \(key: str#0 new\)", r"\[9\]: dict len=1 kind=any:str",
+                     r"\[7\]: tuple len=2 kind=any$", r"\[8\]: dict len=1 kind=str:any",
+                     r"'k': list len=2 kind=any  \(key: str#0 new\)", r"\[9\]: dict len=1 kind=any:str",
                      r"key: int  1", r"\[10\]: frozenset len=1 kind=str$", r"item: str  'a'$",
                      r"\[11\]: complex  \(3\+4j\)"]:
         assert lines_matching(out, expected), (expected, out)
@@ -227,10 +230,11 @@ def test_inspect_references(tmp_path):
     data = pyfory.Fory(ref=True).dumps([x, x])
     proc, out, err = inspect_file(tmp_path, data)
     assert proc.returncode == 0, err
-    assert "flags 0x03 (REF|COMPATIBLE)" in out
-    assert lines_matching(out, r"^\s+4  list len=2 kind=any  =obj#0$")
-    assert lines_matching(out, r"^\s+7    \[0\]: list len=2 kind=int  \[1, 2\]  =obj#1$")
-    assert lines_matching(out, r"^\s+12    \[1\]: ref -> obj#1 \(list @7\)$")
+    assert "header byte 0x51, flags 0x01 (REF)" in out
+    assert lines_matching(out, r"^\s+1  list len=2 kind=any  =obj#0$")
+    assert lines_matching(out, r"^\s+2    \[0\]: list len=2 kind=any  =obj#1$")
+    assert lines_matching(out, r"^\s+3      \[0\]: int  1$")
+    assert lines_matching(out, r"^\s+5    \[1\]: ref -> obj#1 \(list @2\)$")
     assert "objects with ids: 2" in out
 
 
@@ -239,8 +243,125 @@ def test_inspect_cycle_and_discarded_copy(tmp_path):
     t[0].append(t)
     proc, out, err = inspect_file(tmp_path, pyfory.Fory(ref=True).dumps(t))
     assert proc.returncode == 0, err
-    assert "discarded copy" in out
-    assert lines_matching(out, r"result: ref -> obj#1 \(tuple @10\)")
+    # 51 89 01 00 21 31 0f 00 0f 01: the outer (fix) tuple rewritten as T_TUPLE|T_DISCARD
+    assert lines_matching(out, r"^\s+1  tuple len=1 kind=any  \(discarded copy")
+    assert lines_matching(out, r"^\s+5      \[0\]: tuple len=1 kind=any  =obj#1$")
+    assert lines_matching(out, r"result: ref -> obj#1 \(tuple @5\)")
+
+
+# format version 3: values whose tag carries them (hand-written payloads, each checked
+# against pyfory's own reader too)
+NEW_TAGS = [
+    # (payload, value, kind, length, elem_kind)
+    (b"\xc0", -16, "int", None, None),
+    (b"\xd0", 0, "int", None, None),
+    (b"\xff", 47, "int", None, None),
+    (b"\xa0", "", "str", 0, None),
+    (b"\xa3abc", "abc", "str", 3, None),
+    (b"\xa2\xe9\x80", "\xe9\x80", "str", 2, None),                   # Latin-1
+    (b"\xbf" + b"z" * 31, "z" * 31, "str", 31, None),
+    (b"\x20", [], "list", 0, None),
+    (b"\x22\xd1\xa1x", [1, "x"], "list", 2, "any"),
+    (b"\x2f" + b"\x00" * 15, [None] * 15, "list", 15, "any"),
+    (b"\x30", (), "tuple", 0, None),
+    (b"\x32\xd1\x20", (1, []), "tuple", 2, "any"),
+    (b"\x40", {}, "dict", 0, None),
+    (b"\x42\x08a\xd1\x08b\x20", {"a": 1, "b": []}, "dict", 2, "str:any"),
+    (b"\x14\x01\x08a\xa1b", {"a": "b"}, "dict", 1, "str:any"),
+    (b"\x15\x02\x08a\x02\x08b\x04", {"a": 1, "b": 2}, "dict", 2, "str:int"),
+    (b"\x16\x01\x08a" + F64, {"a": 1.5}, "dict", 1, "str:float"),
+    (b"\x17\x01\x08a\x08b", {"a": "b"}, "dict", 1, "str:str"),
+    (b"\x14\x00", {}, "dict", 0, None),
+    # the header byte with no flag (a buffer_callback was given, nothing went out of band)
+    (b"\x50\xd5", 5, "int", None, None),
+    # the general forms of version 2 are still read
+    (b"\x08\x00", [], "list", 0, None),
+    (b"\x0a\x01\x36\x08a\x02", {"a": 1}, "dict", 1, "str:int"),
+    (b"\x08\x02\x03\x02\x04", [1, 2], "list", 2, "int"),
+]
+
+
+@pytest.mark.parametrize("data, value, kind, length, elem_kind", NEW_TAGS, ids=[d.hex()[:16] for d, *_ in NEW_TAGS])
+def test_inspect_new_tags(data, value, kind, length, elem_kind):
+    assert pyfory.Fory().loads(data) == value
+    report = inspect(data)
+    assert report["status"] == "ok" and report["stream"] is False, report["error"]
+    root = report["payloads"][0]["root"]
+    assert (root["kind"], root.get("length"), root.get("elem_kind")) == (kind, length, elem_kind)
+    assert root["end"] == len(data) and root["tag"] == data[1 if data[0] == 0x50 else 0]
+    if kind in ("int", "str"):
+        assert root["value"] == value
+    elif kind == "dict":
+        assert [c["key"]["value"] for c in root.get("children", ())] == list(value)
+    elif root.get("items") is not None:                    # packed items (version 2 form)
+        assert root["items"] == list(value)
+    else:
+        assert [c.get("value") for c in root.get("children", ())] == [
+            v if not isinstance(v, list) else None for v in value]
+    assert report["payloads"][0]["tables"]["strings"] == 0     # none of these registers a string
+
+
+def test_inspect_new_tags_ids_with_ref():
+    # fix lists and dicts take their id before their items, fix tuples after them
+    data = b"\x51\x23\x20\x31\xd1\x41\x0c\x6b\x0f\x01"      # [[], (1,), {"k": <the []>}]
+    got = pyfory.Fory(ref=True).loads(data)
+    assert got[2]["k"] is got[0] and got[1] == (1,)
+    payload = inspect(data)["payloads"][0]
+    root = payload["root"]
+    assert payload["header"]["flag_names"] == ["REF"]
+    assert [root["obj_id"]] + [c["obj_id"] for c in root["children"]] == [0, 1, 2, 3]
+    assert root["children"][2]["children"][0]["ref"] == 1
+    assert root["children"][2]["children"][0]["key"]["str_index"] == 0
+    # a short string is never registered, even with F_REF; a T_STR one is
+    data = b"\x51\x22\xa1s\x06\x0cs"
+    payload = inspect(data)["payloads"][0]
+    assert payload["tables"]["strings"] == 1
+    assert [c.get("str_index") for c in payload["root"]["children"]] == [None, 0]
+
+
+def test_inspect_writer_choices(tmp_path):
+    """What dumps writes for each size, as the inspector shows it."""
+    big = {f"k{i}": i for i in range(16)}
+    data = pyfory.Fory().dumps([list(range(16)), tuple(range(15)), {f"k{i}": i for i in range(15)}, big,
+                                {f"k{i}": str(i) for i in range(16)}, {f"k{i}": [i] for i in range(16)},
+                                {1: 2}, "x" * 31, "x" * 32, 47, 48, -16, -17])
+    proc, out, err = inspect_file(tmp_path, data)
+    assert proc.returncode == 0, err
+    assert data[0] == 0x2d                                   # FIX_LIST of 13
+    for expected in [r"\[0\]: list len=16 kind=int  \[0, 1, 2, 3, 4, 5, 6, 7, \.\.\. \(8 more\)\]$",
+                     r"\[1\]: tuple len=15 kind=any$", r"\[2\]: dict len=15 kind=str:any$",
+                     r"\[3\]: dict len=16 kind=str:int$", r"\[4\]: dict len=16 kind=str:str$",
+                     r"\[5\]: dict len=16 kind=str:any$", r"\[6\]: dict len=1 kind=any:int$",
+                     r"\[7\]: str  'x{31}'$", r"\[8\]: str  'x{32}'$", r"\[9\]: int  47$", r"\[10\]: int  48$",
+                     r"\[11\]: int  -16$", r"\[12\]: int  -17$"]:
+        assert lines_matching(out, expected), (expected, out)
+    tags = [c["tag"] for c in inspect(data)["payloads"][0]["root"]["children"]]
+    assert tags == [0x08, 0x3f, 0x4f, 0x15, 0x17, 0x14, 0x0a, 0xbf, 0x06, 0xff, 0x03, 0xc0, 0x03]
+
+
+def test_ambiguous_input_is_a_payload_with_a_warning(tmp_path):
+    # a stream of one 33-byte frame without a header byte is also a payload: 0x21 is a
+    # FIX_LIST of one item
+    value = ["a" * 30, 1]
+    bio = io.BytesIO()
+    pyfory.Fory().dump(value, bio)
+    stream = bio.getvalue()
+    assert stream[0] == 0x21
+    proc, out, err = inspect_file(tmp_path, stream)
+    assert proc.returncode == 0, err
+    assert out.startswith(f"pyfory payload: {len(stream)} bytes")
+    assert "warning: the input also reads as a stream of 1 Fory.dump frame(s)" in out
+    proc, out, err = inspect_file(tmp_path, stream, "--stream")
+    assert proc.returncode == 0, err
+    assert out.startswith("stream of 1 frame(s)") and "warning" not in out
+
+
+def test_old_version_stream(tmp_path):
+    proc, out, err = inspect_file(tmp_path, b"\x06\xfd\x59\x02\x02\x03\x02")
+    assert proc.returncode == 1
+    assert out.startswith("stream of 1 frame(s)")
+    assert "malformed payload: offset 3: payload has pyfory format version 2; this inspector reads version 3" \
+        in err.replace(" (magic bytes fd 59, then the version)", "")
 
 
 def test_inspect_repeated_strings(tmp_path):
@@ -290,7 +411,7 @@ def test_inspect_objects_by_reference(tmp_path):
     assert lines_matching(out, rf"object {mod}\.Plain \(by reference, attribute-layout\)")
     assert lines_matching(out, r"layout: new #0 \[a, b\] \(writer's class: plain\)")
     assert lines_matching(out, rf"object {mod}\.Reduced \(by reference, reduce\).*\(reduce CALL\)")
-    assert lines_matching(out, r"state: dict len=1 kind=str:int")
+    assert lines_matching(out, r"state: dict len=1 kind=str:any")
     assert lines_matching(out, r"'extra': int  1  \(key: str#\d+ new\)")
     assert lines_matching(out, r"object builtins\.ValueError \(by reference, reduce\)")
     assert lines_matching(out, r"args: tuple len=2 kind=any")
@@ -358,7 +479,7 @@ def test_inspect_numpy_in_band_and_out_of_band(tmp_path):
     data = pyfory.Fory().dumps([np.arange(3, dtype="<i4"), np.ones(2)], buffer_callback=lambda b: False)
     proc, out, err = inspect_file(tmp_path, data)
     assert proc.returncode == 0, err
-    assert "flags 0x06 (COMPATIBLE|OOB)" in out
+    assert "header byte 0x54, flags 0x04 (OOB)" in out
     assert lines_matching(out, r"data: buffer 12 byte\(s\) OUT OF BAND, slot #0")
     assert lines_matching(out, r"data: buffer 16 byte\(s\) OUT OF BAND, slot #1")
     assert "out-of-band buffers: #0 12 bytes, #1 16 bytes" in out
@@ -386,18 +507,25 @@ def test_inspect_stream_and_stdin(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert out.startswith(f"stream of 3 frame(s), {len(stream)} bytes")
     assert "== frame #2" in out
-    assert lines_matching(out, r"^\s+5  list len=2 kind=int  \[1, 2\]$")
-    assert lines_matching(out, r"^\s+15  dict len=1 kind=str:str$")
+    # 03 22 d1 d2 | 05 41 08 61 a1 62 | 02 a1 78
+    assert lines_matching(out, r"^\s+1  list len=2 kind=any$")
+    assert lines_matching(out, r"^\s+2    \[0\]: int  1$")
+    assert lines_matching(out, r"^\s+5  dict len=1 kind=str:any$")
     # (a dict that is the whole payload, of atom values: its keys skip the string table)
-    assert lines_matching(out, r"^\s+18    'a': str  'b'$")
+    assert lines_matching(out, r"^\s+6    'a': str  'b'$")
+    assert lines_matching(out, r"^\s+11  str  'x'$")
     # a stream cut inside its last frame
     proc = run_cli("inspect", "-", input=stream[:-2])
     assert proc.returncode == 1
     assert b"frame #2" in proc.stderr and b"truncated" in proc.stderr
-    # forcing --payload on a stream: not a payload
+    # forcing --payload on a stream: its first byte (the length 3) is read as T_INT
     proc = run_cli("inspect", "--payload", "-", input=stream)
     assert proc.returncode == 1
-    assert b"bad magic" in proc.stdout
+    assert b"offset 2: 11 unexpected byte(s) after the value" in proc.stderr
+    # forcing --stream on a payload
+    proc = run_cli("inspect", "--stream", "-", input=pyfory.Fory().dumps([1, 2]))
+    assert proc.returncode == 1
+    assert b"frame #0 at offset 0 announces 34 bytes, 2 left" in proc.stderr
 
 
 def test_inspect_json(tmp_path):
@@ -411,11 +539,13 @@ def test_inspect_json(tmp_path):
     assert report == json.loads(to_json(inspect(data)))
     assert report["status"] == "ok" and report["stream"] is False and report["error"] is None
     (payload,) = report["payloads"]
-    assert payload["header"] == {"magic": "fd59", "version": 2, "flags": 3, "flag_names": ["REF", "COMPATIBLE"]}
+    assert payload["header"] == {"header_byte": 0x51, "version": 3, "flags": 1, "flag_names": ["REF"]}
     root = payload["root"]
-    assert (root["offset"], root["kind"], root["length"], root["obj_id"], root["elem_kind"]) == (4, "list", 5, 0, "any")
+    assert (root["offset"], root["kind"], root["length"], root["obj_id"], root["elem_kind"]) == (1, "list", 5, 0, "any")
+    assert root["tag"] == 0x25                              # FIX_LIST of 5
     first, second, s1, s2, point = root["children"]
-    assert first["obj_id"] == 1 and first["items"] == [1, 2] and first["label"] == "[0]"
+    assert first["obj_id"] == 1 and first["label"] == "[0]" and first["tag"] == 0x22
+    assert [(c["kind"], c["value"], c["tag"]) for c in first["children"]] == [("int", 1, 0xD1), ("int", 2, 0xD2)]
     assert second["kind"] == "ref" and second["ref"] == 1 and second["offset"] == first["end"]
     assert s1["str_index"] == 0 and s2["str_ref"] == 0 and s2["value"] == "s"
     assert point["type"] == "<registered id 7>" and point["naming"] == "registered id"
@@ -450,10 +580,10 @@ def test_custom_serializer_is_opaque(tmp_path):
     assert lines_matching(out, r"\[0\]: str  'before'")
     assert lines_matching(out, r"\[1\]: object <registered id 3> \(registered id, custom\)")
     # the next bytes: int32 5 and b"raw!" (the custom serializer's), then the str 'after'
-    assert lines_matching(out, r"OPAQUE \(15 byte\(s\) left: 050000007261772106286166746572\): instance bytes of "
+    assert lines_matching(out, r"OPAQUE \(14 byte\(s\) left: 0500000072617721a56166746572\): instance bytes of "
                                r"<registered id 3> were written by a custom Serializer")
     assert "not an error in the payload" in out
-    assert "stopped at offset 19" in err
+    assert "stopped at offset 12" in err
 
 
 def test_compatible_false_dataclass_is_opaque(tmp_path):
@@ -469,24 +599,46 @@ def test_compatible_false_dataclass_is_opaque(tmp_path):
 GOOD = pyfory.Fory(ref=True).dumps({"key": [1, "two", 3.0], "other": ("a", "a")})
 
 
+H = GOOD[:1]             # the header byte 0x51 (F_REF): the value starts at offset 1
+
+
 @pytest.mark.parametrize("name, data, offset, reason", [
     ("truncated", GOOD[:-3], None, "truncated"),
-    ("header only", GOOD[:3], 3, "truncated: the payload ends inside the header"),
-    ("bad magic", b"\x80\x04\x95" + GOOD[3:], 0, "not a pyfory payload: bad magic bytes"),
-    ("other version", GOOD[:2] + b"\x07" + GOOD[3:], 2, "format version 7"),
-    ("unknown tag", GOOD[:4] + b"\x33", 4, "unknown value tag 51"),
-    ("discard bit on a list", GOOD[:4] + b"\x88\x00", 4, "invalid tag 0x88"),
-    ("dangling reference", GOOD[:4] + b"\x08\x01\x00\x0f\x05", 7, "reference to object #5 but only 1 seen"),
-    ("dangling string", GOOD[:4] + b"\x06\x0b", 5, "reference to string #2 but only 0 seen"),
-    ("dangling type", GOOD[:4] + b"\x10\x05", 5, "reference to type #2 not yet seen"),
-    ("huge count", GOOD[:4] + b"\x08\xff\xff\xff\x0f\x00", 5, "exceeds what the remaining"),
-    ("bad kind", GOOD[:4] + b"\x0b\x01\x03\x02", 6, "bad element kind 3 for a set"),
+    ("header only", H, 1, "truncated: the payload ends where a value tag was expected"),
+    ("empty", b"", 0, "truncated: empty payload: no value"),
+    ("pickle data", b"\x80\x04\x95" + GOOD[1:], 0, "invalid tag 0x80"),
+    ("version 2 payload", b"\xfd\x59\x02\x03" + GOOD[1:], 2, "payload has pyfory format version 2"),
+    ("version 1 payload", b"\xfd\x59\x01\x02\x00", 2, "payload has pyfory format version 1"),
+    ("later header byte", b"\x58" + GOOD[1:], 0, "header byte 0x58 is not one of format version 3"),
+    ("old compatible flag", b"\x53" + GOOD[1:], 0, "written by a later version?"),
+    ("unknown tag 0x18", H + b"\x18", 1, "unknown value tag 24 (0x18)"),
+    ("unknown tag 0x7f", H + b"\x21\x7f", 2, "unknown value tag 127"),
+    ("unknown tag 0x9f", H + b"\x9f", 1, "invalid tag 0x9f"),
+    ("header byte as a value", H + b"\x21\x51", 2, "range of the payload header byte, never a value"),
+    ("discard bit on a list", H + b"\x88\x00", 1, "invalid tag 0x88"),
+    ("dangling reference", H + b"\x21\x0f\x05", 2, "reference to object #5 but only 1 seen"),
+    ("dangling string", H + b"\x06\x0b", 2, "reference to string #2 but only 0 seen"),
+    ("dangling type", H + b"\x10\x05", 2, "reference to type #2 not yet seen"),
+    ("huge count", H + b"\x08\xff\xff\xff\x0f\x00", 2, "exceeds what the remaining"),
+    ("bad kind", H + b"\x0b\x01\x03\x02", 3, "bad element kind 3 for a set"),
     ("trailing bytes", GOOD + b"\x00\x00", len(GOOD), "2 unexpected byte(s) after the value"),
-    ("narrow UCS-2", GOOD[:4] + b"\x06\x11\xe9\x00", 5, "marked UCS-2 has no character above U+00FF"),
-    ("odd UCS-2", GOOD[:4] + b"\x06\x09\xe9", 5, "marked UCS-2 has an odd 1 bytes"),
-    ("bad utf-8", GOOD[:4] + b"\x06\x0a\xff", 5, "marked UTF-8 is not"),
-    ("long varint", GOOD[:4] + b"\x03" + b"\xff" * 10, 5, "varint too long"),
-    ("empty", b"", 0, "bad magic"),
+    ("trailing after a fix int", b"\xd1\x00", 1, "1 unexpected byte(s) after the value"),
+    ("narrow UCS-2", H + b"\x06\x11\xe9\x00", 2, "marked UCS-2 has no character above U+00FF"),
+    ("odd UCS-2", H + b"\x06\x09\xe9", 2, "marked UCS-2 has an odd 1 bytes"),
+    ("bad utf-8", H + b"\x06\x0a\xff", 2, "marked UTF-8 is not"),
+    ("long varint", H + b"\x03" + b"\xff" * 10, 2, "varint too long"),
+    # the new tags of format version 3
+    ("truncated fix string", H + b"\xa5abc", 1, "truncated: a short string (tag 0xa5) of 5 byte(s), 3 left"),
+    ("truncated fix string, no header", b"\x22\xd1\xa5ab", 2, "a short string (tag 0xa5) of 5 byte(s), 2 left"),
+    ("truncated fix list", H + b"\x23\xd1\xd2", 4, "the payload ends where a value tag was expected"),
+    ("truncated fix tuple", b"\x32\xd1", 2, "the payload ends where a value tag was expected"),
+    ("fix dict key: dangling string", H + b"\x41\x03\xd1", 2, "reference to string #0 but only 0 seen"),
+    ("fix dict key: a tagged int", b"\x41\xd1\x02\xd1", 1, "truncated: a dict key of 42 byte(s), 1 left"),
+    ("fix dict key: bad utf-8", b"\x41\x0a\xff\xd1", 1, "a dict key marked UTF-8 is not"),
+    ("fix dict without its value", b"\x41\x08a", 3, "the payload ends where a value tag was expected"),
+    ("str dict count", H + b"\x15\x05\x0c\x61\x02", 2, "dict length 5 exceeds what the remaining 3 byte(s)"),
+    ("str dict of floats, truncated", H + b"\x16\x01\x0c\x61\x00\x00", 5, "a float needs 8 byte(s), 2 left"),
+    ("str dict of strs, bad value", H + b"\x17\x01\x08a\x07", 5, "reference to string #1 but only 0 seen"),
 ])
 def test_malformed_payloads(tmp_path, name, data, offset, reason):
     proc, out, err = inspect_file(tmp_path, data)
@@ -503,8 +655,8 @@ def test_malformed_payloads(tmp_path, name, data, offset, reason):
 def test_truncated_payload_shows_the_tree_up_to_the_break(tmp_path):
     proc, out, err = inspect_file(tmp_path, GOOD[:-3])
     assert proc.returncode == 1
-    assert lines_matching(out, r"^\s+4  dict len=2 kind=str:any  =obj#0$")
-    assert lines_matching(out, r"^\s+7    'key': list len=3 kind=any  =obj#1  \(key: str#0 new\)$")
+    assert lines_matching(out, r"^\s+1  dict len=2 kind=str:any  =obj#0$")
+    assert lines_matching(out, r"^\s+2    'key': list len=3 kind=any  =obj#1  \(key: str#0 new\)$")
     assert lines_matching(out, r"\[1\]: str  'two'")
     assert lines_matching(out, r"ERROR: truncated")
     report = inspect(GOOD[:-3])
@@ -657,7 +809,7 @@ def test_dtype_strings_with_latin1_digits_are_not_dtypes():
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=80))
 def test_random_bytes_never_raise(tail):
-    _check_inspect(b"\xfd\x59\x02\x03" + tail)
+    _check_inspect(b"\x51" + tail)
     _check_inspect(tail)
     assert inspect(object())["status"] == "error"      # not even bytes
 
