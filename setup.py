@@ -11,6 +11,7 @@ DIRECTIVES = {
     "cdivision": True,
     "initializedcheck": False,
     "embedsignature": True,
+    "binding": False,
 }
 
 extensions = [
