@@ -1,4 +1,5 @@
 # cython: language_level=3
+cimport cython
 from libc.stdint cimport uint8_t, int64_t, uint64_t
 from cpython.object cimport PyObject
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromLong
@@ -116,6 +117,7 @@ cdef class TypeInfo:
     cdef Py_ssize_t payload_index
 
 
+@cython.final   # no subclasses: its methods are called directly, and inlined
 cdef class WriteContext(Buffer):
     cdef public object fory
     cdef object resolver
@@ -160,7 +162,10 @@ cdef class WriteContext(Buffer):
     cdef int write_dict(self, dict obj) except -1
     cdef bint reserve_dict_scratch(self, Py_ssize_t n) noexcept
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
-                              Py_ssize_t n) except -1
+                              Py_ssize_t n, bint unique) except -1
+    cdef int write_small_dict(self, dict obj, Py_ssize_t n, bint unique) except -1
+    cdef int put_short_str(self, PyObject* s) except -1
+    cdef int write_atom(self, PyObject* obj, PyObject* t) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
     cdef int write_any_items(self, object seq, Py_ssize_t n, bint is_list) except -1
@@ -176,6 +181,7 @@ cdef class WriteContext(Buffer):
     cdef int enter(self) except -1
 
 
+@cython.final   # no subclasses: its methods are called directly, and inlined
 cdef class ReadContext(Buffer):
     cdef public object fory
     cdef object resolver

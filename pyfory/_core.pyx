@@ -550,36 +550,14 @@ cdef class WriteContext(Buffer):
     # -- the dispatch --
     cdef int write_any(self, object obj) except -1:
         cdef type t = type(obj)
-        cdef double d
-        cdef float f
         cdef PyObject* override
         if self.overrides is not None:
             # a serializer registered for a builtin type wins over the inline rules
             override = class_lookup(self.overrides, t)
             if override != NULL:
                 return self.write_object(obj, <TypeInfo>override)
-        if t is str:
-            return self.write_str_value(<str>obj)
-        if t is int:
-            return self.write_int_value(obj)
-        if t is float:
-            d = PyFloat_AS_DOUBLE(obj)
-            self.reserve(9)
-            if fabs(d) <= FLT_MAX and <double>(<float>d) == d:
-                # exact in 4 bytes (0.5, 2.25, whole numbers, ...); nan stays 8 bytes
-                f = <float>d
-                self.data[self.pos] = T_FLOAT32
-                memcpy(self.data + self.pos + 1, &f, 4)
-                self.pos += 5
-                return 0
-            self.data[self.pos] = T_FLOAT
-            memcpy(self.data + self.pos + 1, &d, 8)
-            self.pos += 9
+        if self.write_atom(<PyObject*>obj, <PyObject*>t):
             return 0
-        if obj is None:
-            return self.put_u8(T_NONE)
-        if t is bool:
-            return self.put_u8(T_TRUE if obj is True else T_FALSE)
         if t is dict:
             return self.write_dict(<dict>obj)
         if t is list:
@@ -587,6 +565,36 @@ cdef class WriteContext(Buffer):
         if t is tuple:
             return self.write_tuple(<tuple>obj)
         return self.write_other(obj, t)
+
+    cdef inline int write_atom(self, PyObject* obj, PyObject* t) except -1:
+        """1 after writing obj when it is an atom (str, int, float, None, bool: no user
+        code runs), else 0. Borrowed pointers: the caller holds obj."""
+        cdef double d
+        cdef float f
+        if t == <PyObject*>str:
+            self.write_str_value(<str>obj)
+        elif t == <PyObject*>int:
+            self.write_int_value(<object>obj)
+        elif t == <PyObject*>float:
+            d = PyFloat_AS_DOUBLE(<object>obj)
+            self.reserve(9)
+            if fabs(d) <= FLT_MAX and <double>(<float>d) == d:
+                # exact in 4 bytes (0.5, 2.25, whole numbers, ...); nan stays 8 bytes
+                f = <float>d
+                self.data[self.pos] = T_FLOAT32
+                memcpy(self.data + self.pos + 1, &f, 4)
+                self.pos += 5
+            else:
+                self.data[self.pos] = T_FLOAT
+                memcpy(self.data + self.pos + 1, &d, 8)
+                self.pos += 9
+        elif obj == <PyObject*>None:
+            self.put_u8(T_NONE)
+        elif t == <PyObject*>bool:
+            self.put_u8(T_TRUE if <object>obj is True else T_FALSE)
+        else:
+            return 0
+        return 1
 
     cdef int write_other(self, object obj, type t) except -1:
         cdef PyObject* cached
@@ -1094,6 +1102,12 @@ cdef class WriteContext(Buffer):
         if n == 0:
             return self.put_u8(FIX_DICT)
         self.enter()
+        # the keys of a dict that is the whole payload go without the string table when
+        # strings are not tracked: no other dict can refer back to them
+        unique = not self.ref and start == self.body_start
+        if n <= FIX_MAX and self.overrides is None and self.write_small_dict(obj, n, unique):
+            self.depth -= 1
+            return 0
         small = n <= SMALL_DICT
         # the items are listed by the first pass for the second: on the C stack for
         # small dicts, else (up to LIST_DICT_MAX) in the context's scratch arrays, which
@@ -1161,13 +1175,11 @@ cdef class WriteContext(Buffer):
         listed = listed and i == n
         if kkind == K_STR and vkind == K_ANY and small and not atoms:
             # str keys, values that may run user code (objects, containers of them)
-            self.write_held_items(obj, small_k, small_v, n)
+            self.write_held_items(obj, small_k, small_v, n, unique)
         elif kkind == K_STR and (vkind != K_ANY or atoms):
             # str keys and atom values: no user code can run in this loop. The keys go
-            # into the string table (they repeat in lists of records), except when
-            # nothing else can refer to them: this dict is the whole payload (its
-            # values are atoms) and strings are not tracked (ref=False)
-            unique = not self.ref and start == self.body_start
+            # into the string table (they repeat in lists of records), except in a dict
+            # that is the whole payload (see `unique`)
             i = 0
             while True:
                 if small:
@@ -1207,7 +1219,10 @@ cdef class WriteContext(Buffer):
                 if kkind == K_STR:
                     if type(key) is not str:
                         raise _error.ChangedDuringSerializationError("dict changed during iteration")
-                    self.write_str_dedup(<str>key)
+                    if unique:
+                        self.put_str(<str>key, 0)
+                    else:
+                        self.write_str_dedup(<str>key)
                 else:
                     self.write_any(key)
                 if vkind != K_ANY and TYPE_OF(<PyObject*>value) != vt:
@@ -1251,8 +1266,58 @@ cdef class WriteContext(Buffer):
         self.dict_cap = n
         return True
 
+    cdef int write_small_dict(self, dict obj, Py_ssize_t n, bint unique) except -1:
+        """A dict of n <= FIX_MAX items whose keys are all str: FIX_DICT + n, then the
+        pairs, from one pass over the dict. 0, having written nothing, when a key is not
+        a str (write_dict then takes the general way), else 1."""
+        cdef PyObject* ks[FIX_MAX]
+        cdef PyObject* vs[FIX_MAX]
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef PyObject* t
+        cdef Py_ssize_t pos = 0, i = 0
+        cdef bint atoms = True
+        # list the items (no user code runs here); note whether every value is an atom
+        while PyDict_Next(obj, &pos, &k, &v):
+            if i == n or TYPE_OF(k) != <PyObject*>str:
+                return 0
+            ks[i] = k
+            vs[i] = v
+            i += 1
+            t = TYPE_OF(v)
+            if atoms and not (t == <PyObject*>str or t == <PyObject*>int or t == <PyObject*>float
+                              or t == <PyObject*>bool or v == <PyObject*>None):
+                atoms = False
+        if i != n:
+            return 0
+        self.put_u8(FIX_DICT + <uint8_t>n)
+        if not atoms:
+            # values that may run user code (objects, containers of them)
+            self.write_held_items(obj, ks, vs, n, unique)
+            return 1
+        for i in range(n):
+            # (writing atoms runs no user code: the borrowed items stay valid)
+            if unique:
+                self.put_short_str(ks[i])
+            else:
+                self.write_str_dedup(<str>ks[i])
+            self.write_atom(vs[i], TYPE_OF(vs[i]))
+        return 1
+
+    cdef inline int put_short_str(self, PyObject* s) except -1:
+        # put_str(s, 0), with the usual dict key (1-byte kind, under 16 bytes: a one-byte
+        # string header) inline
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(<object>s)
+        if n >= 16 or PyUnicode_KIND(<object>s) != PyUnicode_1BYTE_KIND:
+            return self.put_str(<str>s, 0)
+        self.reserve(17)
+        self.data[self.pos] = <uint8_t>(n << 3)
+        copy_bytes(self.data + self.pos + 1, PyUnicode_DATA(<object>s), n)
+        self.pos += 1 + n
+        return 0
+
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
-                              Py_ssize_t n) except -1:
+                              Py_ssize_t n, bint unique) except -1:
         """The items of a small dict with str keys, as the first pass of write_dict kept
         them (a second PyDict_Next pass cost more than writing most items). Each is held
         by a reference while written, as user code may run (an object's serializer);
@@ -1264,7 +1329,10 @@ cdef class WriteContext(Buffer):
             Py_INCREF_raw(values[i])
         try:
             for i in range(n):
-                self.write_str_dedup(<str>keys[i])
+                if unique:
+                    self.put_str(<str>keys[i], 0)
+                else:
+                    self.write_str_dedup(<str>keys[i])
                 self.write_any(<object>values[i])
             if self.foreign != mark:
                 if PyDict_Size(obj) != n:

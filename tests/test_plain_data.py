@@ -178,7 +178,7 @@ def test_dicts_of_every_size_and_value_mix_round_trip(size, ref):
                 assert list(out) == list(value)
 
 
-def test_top_level_dict_keys_skip_the_string_table_only_when_nothing_can_share_them():
+def test_top_level_dict_keys_skip_the_string_table_without_ref():
     fory = pyfory.Fory()
     # the whole payload, atom values: key headers without the register bit (bit 2)
     # (a small dict: FIX_DICT + n, key string header, tagged value)
@@ -191,8 +191,12 @@ def test_top_level_dict_keys_skip_the_string_table_only_when_nothing_can_share_t
     # nested: the keys are registered, and the second dict refers back to them
     data = fory.dumps([{"ab": 1}, {"ab": 2}])
     assert data.count(b"ab") == 1
-    # a container value: registered too
-    assert fory.dumps({"ab": [1]})[1] & 4
+    # whatever the values: nothing can refer back to a top-level dict's keys (a dict
+    # below it has keys of its own), so they stay out of the table
+    assert not fory.dumps({"ab": [1]})[1] & 4
+    nested = fory.dumps({"ab": {"ab": 1}, "cd": {"ab": 2}})
+    assert nested.count(b"ab") == 2           # the top key, then the inner ones once
+    assert pyfory.Fory().loads(nested) == {"ab": {"ab": 1}, "cd": {"ab": 2}}
     # records keep sharing their keys
     records = [{"name": f"n{i}", "id": i} for i in range(100)]
     assert fory.dumps(records).count(b"name") == 1
