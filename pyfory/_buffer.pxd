@@ -75,7 +75,7 @@ cdef class Buffer:
     cdef int grow(self, Py_ssize_t needed) except -1
     cdef int raise_truncated(self, Py_ssize_t needed) except -1
     cdef int attach(self, object source) except -1
-    cdef void detach(self)
+    cdef void detach(self) noexcept
     cdef object getvalue_bytes(self)
     cdef object finish(self)
     cpdef void reset_for_write(self)

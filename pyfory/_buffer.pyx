@@ -19,6 +19,10 @@ cdef extern from "Python.h":
     char* PyBytes_AS_STRING_raw "PyBytes_AS_STRING"(PyObject* o)
     void Py_XDECREF(PyObject* o)
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except? NULL
+    # the same, its error left set for the caller (no try block per string)
+    const char* PyUnicode_AsUTF8AndSize_raw "PyUnicode_AsUTF8AndSize"(object s, Py_ssize_t* size)
+    bint PyErr_ExceptionMatches(object exc)
+    void PyErr_Clear()
     object PyUnicode_AsEncodedString(object s, const char* encoding, const char* errors)
 
 cdef extern from *:
@@ -45,8 +49,11 @@ cdef extern from *:
         }
     #endif
     }
+    /* -1: the caller's error check then raises the exception already set */
+    static int pyfory_error_is_set(void) { return -1; }
     """
     void pyfory_advise_huge_pages(void* p, Py_ssize_t n) nogil
+    int pyfory_error_is_set() except -1
 
 cdef extern from *:
     """
@@ -246,7 +253,7 @@ cdef class Buffer:
         self.pos = 0
         return 0
 
-    cdef void detach(self):
+    cdef void detach(self) noexcept:
         if self.has_view:
             PyBuffer_Release(&self.view)
             self.has_view = False
@@ -317,10 +324,12 @@ cdef class Buffer:
                 memcpy(self.data + self.pos, u, n)
                 self.pos += n
                 return 0
-        try:
-            p = PyUnicode_AsUTF8AndSize(s, &n)
-        except UnicodeEncodeError:
+        p = PyUnicode_AsUTF8AndSize_raw(s, &n)
+        if p == NULL:
+            if not PyErr_ExceptionMatches(UnicodeEncodeError):
+                pyfory_error_is_set()
             # lone surrogates: keep them, as pickle does
+            PyErr_Clear()
             b = PyUnicode_AsEncodedString(s, "utf-8", "surrogatepass")
             p = PyBytes_AS_STRING(b)
             n = PyBytes_GET_SIZE(b)

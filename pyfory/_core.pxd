@@ -178,7 +178,13 @@ cdef class WriteContext(Buffer):
     cdef int write_class(self, object cls) except -1
     cdef int write_buffer_value(self, object obj, bint is_pickle_buffer) except -1
     cdef int write_buffer_body(self, object buf, bint offer) except -1
-    cdef int enter(self) except -1
+    cdef int raise_depth(self) except -1
+
+    cdef inline int enter(self) except -1:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            return self.raise_depth()
+        return 0
 
 
 @cython.final   # no subclasses: its methods are called directly, and inlined

@@ -537,10 +537,9 @@ cdef class WriteContext(Buffer):
             self.scratch = None
         self.in_use = False
 
-    cdef int enter(self) except -1:
-        self.depth += 1
-        if self.depth > self.max_depth:
-            raise DepthLimitError(
+    cdef int raise_depth(self) except -1:
+        # (enter, inline in _core.pxd, went past max_depth)
+        raise DepthLimitError(
                 f"nesting deeper than max_depth={self.max_depth} while serializing: a cycle "
                 "needs Fory(ref=True); for deeper data raise the limit with "
                 f"Fory(max_depth=N), N up to {MAX_DEPTH_CAP} (pyfory.dumps allows "
@@ -881,12 +880,24 @@ cdef class WriteContext(Buffer):
     # -- containers --
     cdef int write_list(self, list obj) except -1:
         cdef Py_ssize_t n
+        cdef PyObject* t0
         if self.ref and self.write_ref_or_register(obj):
             return 0
         n = PyList_GET_SIZE(obj)
         if n == 0:
             return self.put_u8(FIX_LIST)
         self.enter()
+        if n <= FIX_MAX and self.overrides is None:
+            # a small list whose first item is a builtin value cannot be written as
+            # K_OBJECT (write_seq): straight to the items
+            t0 = TYPE_OF(PyList_GET_ITEM(obj, 0))
+            if (t0 == <PyObject*>str or t0 == <PyObject*>int or t0 == <PyObject*>float
+                    or t0 == <PyObject*>list or t0 == <PyObject*>dict or t0 == <PyObject*>tuple
+                    or t0 == <PyObject*>bool or t0 == TYPE_OF(<PyObject*>None)):
+                self.put_u8(FIX_LIST + <uint8_t>n)
+                self.write_any_items(obj, n, True)
+                self.depth -= 1
+                return 0
         self.write_seq(obj, n, True)
         self.depth -= 1
         return 0
@@ -1066,17 +1077,23 @@ cdef class WriteContext(Buffer):
     cdef int write_any_items(self, object seq, Py_ssize_t n, bint is_list) except -1:
         """n items of a list or tuple, each with its tag."""
         cdef Py_ssize_t i
+        cdef PyObject* item
+        cdef bint plain = self.overrides is None
         for i in range(n):
             if is_list:
-                # user code (a __reduce__) may shrink the list while we write it: hold our
-                # own reference to the item (the list's may be the last one), and stop
+                # user code (a __reduce__) may shrink the list while we write it: stop
                 # when the list got shorter
                 if i >= PyList_GET_SIZE(seq):
                     raise _error.ChangedDuringSerializationError("list changed size during iteration")
-                element = <object>PyList_GET_ITEM(seq, i)
-                self.write_any(element)
+                item = PyList_GET_ITEM(seq, i)
             else:
-                self.write_any(<object>PyTuple_GET_ITEM(seq, i))
+                item = PyTuple_GET_ITEM(seq, i)
+            # an atom is written from the borrowed item (no user code runs); anything else
+            # through write_any, holding our own reference to it (the list's may be the
+            # last one)
+            if not plain or not self.write_atom(item, TYPE_OF(item)):
+                element = <object>item
+                self.write_any(element)
         return 0
 
     cdef int write_dict(self, dict obj) except -1:
@@ -1613,7 +1630,6 @@ cdef class ReadContext(Buffer):
         self.hash_work = 0
         self.max_hash_work = (HASH_WORK_PER_BYTE * self.size + HASH_WORK_BASE
                               if fory.max_hash_work is None else fory.max_hash_work)
-        self.hash_memo = None
         return 0
 
     cdef void end(self) noexcept:
