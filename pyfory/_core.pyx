@@ -168,6 +168,38 @@ cdef inline uint8_t sdict_tag(uint8_t vk) noexcept:
 cdef uint8_t[4] SDICT_KINDS = [K_ANY, K_INT, K_FLOAT, K_STR]
 
 
+cdef inline uint64_t key_words(const uint8_t* p, Py_ssize_t n, uint64_t* w0, uint64_t* w1) noexcept:
+    """The first and last 8 bytes of the n bytes at p (fewer, zero-extended, when n < 8:
+    then w0 has them all), as two words; returns n. ReadContext.read_key's hash and
+    comparison."""
+    cdef uint32_t a, b
+    if n >= 8:
+        memcpy(w0, p, 8)
+        memcpy(w1, p + n - 8, 8)
+    elif n >= 4:
+        memcpy(&a, p, 4)
+        memcpy(&b, p + n - 4, 4)
+        w0[0] = a | (<uint64_t>b << 32)
+        w1[0] = 0
+    elif n > 0:
+        w0[0] = p[0] | (<uint64_t>p[n >> 1] << 8) | (<uint64_t>p[n - 1] << 16)
+        w1[0] = 0
+    else:
+        w0[0] = w1[0] = 0
+    return <uint64_t>n
+
+
+cdef inline bint same_key(const uint8_t* q, const uint8_t* p, Py_ssize_t n,
+                          uint64_t w0, uint64_t w1) noexcept:
+    # the n bytes at q equal those at p, whose key_words are w0, w1 (which hold all of
+    # them up to 16 bytes)
+    cdef uint64_t v0, v1
+    if n > 16:
+        return memcmp(q, p, n) == 0
+    key_words(q, n, &v0, &v1)
+    return v0 == w0 and v1 == w1
+
+
 cdef inline bint is_value_tag(uint8_t b) noexcept:
     # a byte a value may start with (docs/format.md 3): the first byte of a payload
     # that is neither this nor a header byte is not ours (JSON, a pickle, text)
@@ -2006,9 +2038,9 @@ cdef class ReadContext(Buffer):
         records): a hit costs a byte comparison instead of a new string and its
         siphash. Only ASCII strings are kept, so equal bytes are an ASCII string. Used
         without ref tracking only: equal keys of different dicts may be one object."""
-        cdef Py_ssize_t n = <Py_ssize_t>(h >> 3), i
+        cdef Py_ssize_t n = <Py_ssize_t>(h >> 3)
         cdef const uint8_t* p
-        cdef uint64_t x
+        cdef uint64_t x, w0, w1
         cdef PyObject** slot
         cdef PyObject* entry
         cdef str s
@@ -2019,13 +2051,16 @@ cdef class ReadContext(Buffer):
             if self.key_cache == NULL:
                 raise MemoryError()
         p = self.data + self.pos
-        x = <uint64_t>n * 0x9E3779B97F4A7C15ULL
-        for i in range(n):
-            x = (x ^ p[i]) * 0x100000001B3ULL
+        # the slot: a hash of the length and of the first and last 8 bytes (all of a key
+        # up to 16 bytes, read as two overlapping words; longer keys differing only in
+        # the middle share a slot, and the full comparison tells them apart)
+        x = key_words(p, n, &w0, &w1)
+        x = (x ^ (w0 * 0x9E3779B97F4A7C15ULL)) * 0xFF51AFD7ED558CCDULL
+        x ^= w1 * 0xC4CEB9FE1A85EC53ULL
         slot = &self.key_cache[(x >> 40) & (KEY_CACHE_SIZE - 1)]
         entry = slot[0]
         if (entry != NULL and PyUnicode_GET_LENGTH(<object>entry) == n
-                and memcmp(PyUnicode_DATA(<object>entry), p, n) == 0):
+                and same_key(<const uint8_t*>PyUnicode_DATA(<object>entry), p, n, w0, w1)):
             self.pos += n
             s = <str>entry
         else:
@@ -2671,6 +2706,24 @@ cdef class Fory:
         class not registered in strict mode, one the resolver refuses); a falsy result
         keeps the object out of the payload, to be handed back in order as
         `loads(..., unsupported_objects=[...])`; a true result raises as without it."""
+        cdef WriteContext ctx = self._wctx
+        if (buffer is None and buffer_callback is None and unsupported_callback is None
+                and not ctx.in_use):
+            # the usual call, kept short: dumps_into without its options (~10 ns a call)
+            ctx.begin()
+            try:
+                if self.ref:
+                    ctx.put_u8(HEADER_BASE | F_REF)
+                ctx.body_start = ctx.pos
+                ctx.write_any(obj)
+                return ctx.finish()
+            except (ForyError, RecursionError) as e:
+                failure = _dumps_failure(e)
+                if failure is e:
+                    raise
+                raise failure from e
+            finally:
+                ctx.end()
         if buffer is not None and not isinstance(buffer, Buffer) and callable(buffer):
             # dumps(obj, callback): buffer_callback given by position, as before
             buffer, buffer_callback = None, buffer
@@ -2739,16 +2792,11 @@ cdef class Fory:
                     ctx.data[0] = HEADER_BASE
                 ctx.data[0] |= F_OOB
             return ctx.finish()
-        except ForyError as e:
-            _on_side(e, False)      # also a pickle.PicklingError
-            raise
-        except RecursionError as e:
-            # Python-level serializers nest Python frames, and so does an object whose
-            # attribute lookup recurses without end; past the interpreter's limit
-            raise _on_side(DepthLimitError(
-                f"serializing needs deeper recursion than the interpreter allows ({e}): the "
-                "value nests too deeply, or looking up an attribute of an object in it "
-                "recurses without end"), False) from e
+        except (ForyError, RecursionError) as e:
+            failure = _dumps_failure(e)
+            if failure is e:
+                raise
+            raise failure from e
         finally:
             ctx.end()
 
@@ -2834,6 +2882,18 @@ cdef class Fory:
         """Read one value written by `dump` from a binary file-like object.
         Raises EOFError at the end of the stream."""
         return self.loads(read_framed(stream))
+
+
+cdef object _dumps_failure(e):
+    """The error dumps raises for `e`: a ForyError, now also a pickle.PicklingError, or
+    for a RecursionError a DepthLimitError (Python-level serializers nest Python frames,
+    and so does an object whose attribute lookup recurses without end)."""
+    if isinstance(e, ForyError):
+        return _on_side(e, False)
+    return _on_side(DepthLimitError(
+        f"serializing needs deeper recursion than the interpreter allows ({e}): the "
+        "value nests too deeply, or looking up an attribute of an object in it "
+        "recurses without end"), False)
 
 
 def encode_length(Py_ssize_t n):
