@@ -71,6 +71,32 @@ cdef extern from *:
     """
     int _PyDict_SetItem_KnownHash(object d, object key, object value, Py_hash_t h) except -1
 
+cdef extern from *:
+    # An exact int's value: read in place when it has one digit (most ints: up to 2**30),
+    # else PyLong_AsLongLongAndOverflow. The layout is CPython's own: ob_digit and a
+    # signed size up to 3.11, the compact-value helpers from 3.12 on.
+    """
+    #if PY_VERSION_HEX < 0x030B0000
+    #include "longintrepr.h"
+    #endif
+    static inline long long pyfory_int_value(PyObject* op, int* overflow) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (_PyLong_IsCompact((PyLongObject*)op)) {
+            *overflow = 0;
+            return (long long)_PyLong_CompactValue((PyLongObject*)op);
+        }
+    #else
+        Py_ssize_t size = Py_SIZE(op);
+        if (size >= -1 && size <= 1) {
+            *overflow = 0;
+            return size * (long long)((PyLongObject*)op)->ob_digit[0];
+        }
+    #endif
+        return PyLong_AsLongLongAndOverflow(op, overflow);
+    }
+    """
+    long long pyfory_int_value(object o, int* overflow) except? -1
+
 cdef extern from "Python.h":
     bint PyDict_Next(object p, Py_ssize_t *ppos, PyObject* *pkey, PyObject* *pvalue)
     long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
@@ -589,6 +615,10 @@ cdef class WriteContext(Buffer):
                 return self.write_object(obj, <TypeInfo>override)
         if self.write_atom(<PyObject*>obj, <PyObject*>t):
             return 0
+        return self.write_nonatom(obj, t)
+
+    cdef inline int write_nonatom(self, object obj, type t) except -1:
+        # write_any past the atoms (and past the overrides, which the caller checked)
         if t is dict:
             return self.write_dict(<dict>obj)
         if t is list:
@@ -889,7 +919,7 @@ cdef class WriteContext(Buffer):
 
     cdef int write_int_value(self, object obj) except -1:
         cdef int overflow = 0
-        cdef long long v = PyLong_AsLongLongAndOverflow(obj, &overflow)
+        cdef long long v = pyfory_int_value(obj, &overflow)
         if overflow:
             self.put_u8(T_BIGINT)
             return self.write_bigint_body(obj)
@@ -1087,7 +1117,7 @@ cdef class WriteContext(Buffer):
             for i in range(n):
                 item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
                 overflow = 0
-                v = PyLong_AsLongLongAndOverflow(<object>item, &overflow)
+                v = pyfory_int_value(<object>item, &overflow)
                 if overflow:
                     # a big int among them: rewrite the items tagged, one by one
                     self.pos = start
@@ -1123,9 +1153,12 @@ cdef class WriteContext(Buffer):
             # an atom is written from the borrowed item (no user code runs); anything else
             # through write_any, holding our own reference to it (the list's may be the
             # last one)
-            if not plain or not self.write_atom(item, TYPE_OF(item)):
+            if not plain:
                 element = <object>item
                 self.write_any(element)
+            elif not self.write_atom(item, TYPE_OF(item)):
+                element = <object>item
+                self.write_nonatom(element, <type>TYPE_OF(item))
         return 0
 
     cdef int write_dict(self, dict obj) except -1:
@@ -1257,7 +1290,7 @@ cdef class WriteContext(Buffer):
                 elif vkind == K_FLOAT:
                     self.put_double(PyFloat_AS_DOUBLE(<object>v))
                 elif vkind == K_INT:
-                    iv = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+                    iv = pyfory_int_value(<object>v, &overflow)
                     self.put_varint64(iv)
                 else:
                     self.write_any(<object>v)
