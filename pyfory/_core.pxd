@@ -32,7 +32,7 @@ cdef enum:
     T_BUFFER = 18       # buffer kind, [kind meta], buffer body (see write_buffer_body)
     T_FLOAT32 = 19      # a float that float32 holds exactly: 4 bytes little-endian
     T_SDICT = 20        # 20..23: a dict with str keys, its value kind in the tag (see
-                        # SDICT_TAG): varint n, pairs
+                        # sdict_tag in _core.pyx): varint n, pairs
     T_DISCARD = 0x80    # flag: read this value, drop it, the result is the next value
     # small values whose tag carries them (format version 3): n = tag - base
     FIX_LIST = 0x20     # 0x20..0x2F: a list of n items of any kind (no count, no kind byte)

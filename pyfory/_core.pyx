@@ -951,7 +951,8 @@ cdef class WriteContext(Buffer):
         self.enter()
         if n <= FIX_MAX and self.overrides is None:
             # a small list whose first item is a builtin value cannot be written as
-            # K_OBJECT (write_seq): straight to the items
+            # K_OBJECT (write_seq): straight to the items. (Here, not in write_seq: the
+            # call saved is ~8% of the instructions of 1,000 small nested lists.)
             t0 = TYPE_OF(PyList_GET_ITEM(obj, 0))
             if (t0 == <PyObject*>str or t0 == <PyObject*>int or t0 == <PyObject*>float
                     or t0 == <PyObject*>list or t0 == <PyObject*>dict or t0 == <PyObject*>tuple
@@ -1224,10 +1225,6 @@ cdef class WriteContext(Buffer):
             kuniform = vuniform = False
         kkind = K_STR if kuniform and kt == <PyObject*>str else K_ANY
         vkind = K_ANY
-        if kkind == K_STR and n <= FIX_MAX:
-            # a small one (a message, a record): str keys, tagged values, the count in
-            # the tag (small ints and short strings carry themselves in theirs)
-            vuniform = False
         if vuniform:
             if vt == <PyObject*>str:
                 vkind = K_STR
@@ -1243,11 +1240,9 @@ cdef class WriteContext(Buffer):
                         vkind = K_ANY
                         break
         if kkind == K_STR:
-            if n <= FIX_MAX:
-                self.put_u8(FIX_DICT + <uint8_t>n)
-            else:
-                self.put_u8(sdict_tag(vkind))
-                self.put_varuint64(n)
+            # (str-keyed dicts of up to FIX_MAX items went through write_small_dict)
+            self.put_u8(sdict_tag(vkind))
+            self.put_varuint64(n)
         else:
             self.put_u8(T_DICT)
             self.put_varuint64(n)
@@ -1400,8 +1395,8 @@ cdef class WriteContext(Buffer):
 
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n, bint unique) except -1:
-        """The items of a small dict with str keys, as the first pass of write_dict kept
-        them (a second PyDict_Next pass cost more than writing most items). Each is held
+        """The items of a small dict with str keys, as the first pass of write_dict or
+        write_small_dict kept them (a second PyDict_Next pass cost more than writing most items). Each is held
         by a reference while written, as user code may run (an object's serializer);
         if some did (self.foreign moved), the dict must still hold exactly these items
         afterwards, else the payload would not be a snapshot of it."""
