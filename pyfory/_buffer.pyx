@@ -73,8 +73,50 @@ cdef extern from *:
         }
         return d <= 0;
     }
+
+    /* 1 when some code unit is below U+0080: a unit is ASCII when its bits 7-15 are
+       all clear. Most text of a 2-byte-kind script (CJK, Greek, Cyrillic without
+       spaces) has no ASCII at all, and then UCS-2 is never longer than UTF-8 without
+       counting. Eight units a step with SSE2 (x86-64's baseline), four as one 64-bit
+       word elsewhere ("some 16-bit lane is zero" is exact for the word as a whole). */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline int pyfory_ascii_in_8_units(const uint16_t* u) {
+        __m128i v = _mm_and_si128(_mm_loadu_si128((const __m128i*)u), _mm_set1_epi16((short)0xFF80));
+        return _mm_movemask_epi8(_mm_cmpeq_epi16(v, _mm_setzero_si128())) != 0;
+    }
+    #endif
+    static inline int pyfory_ascii_in_4_units(const uint16_t* u) {
+        uint64_t w;
+        memcpy(&w, u, 8);
+        w &= 0xFF80FF80FF80FF80ULL;
+        return ((w - 0x0001000100010001ULL) & ~w & 0x8000800080008000ULL) != 0;
+    }
+    static int pyfory_ucs2_has_ascii(const uint16_t* u, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        /* the last block overlaps the one before it rather than going unit by unit */
+    #if defined(__SSE2__)
+        if (n >= 8) {
+            for (; i + 8 <= n; i += 8) {
+                if (pyfory_ascii_in_8_units(u + i)) return 1;
+            }
+            return i < n && pyfory_ascii_in_8_units(u + n - 8);
+        }
+    #endif
+        if (n >= 4) {
+            for (; i + 4 <= n; i += 4) {
+                if (pyfory_ascii_in_4_units(u + i)) return 1;
+            }
+            return i < n && pyfory_ascii_in_4_units(u + n - 4);
+        }
+        for (; i < n; i++) {
+            if (u[i] < 0x80) return 1;
+        }
+        return 0;
+    }
     """
     int pyfory_ucs2_not_longer(const uint16_t* u, Py_ssize_t n) nogil
+    int pyfory_ucs2_has_ascii(const uint16_t* u, Py_ssize_t n) nogil
 
 
 cdef inline void copy_advised(char* dst, const uint8_t* p, Py_ssize_t n) noexcept:
@@ -317,7 +359,7 @@ cdef class Buffer:
         if PyUnicode_KIND(s) == PyUnicode_2BYTE_KIND:
             nchars = PyUnicode_GET_LENGTH(s)
             u = <const uint16_t*>PyUnicode_DATA(s)
-            if pyfory_ucs2_not_longer(u, nchars):
+            if not pyfory_ucs2_has_ascii(u, nchars) or pyfory_ucs2_not_longer(u, nchars):
                 n = 2 * nchars
                 self.reserve(10 + n)
                 self.put_varuint64_unchecked((<uint64_t>n << 3) | flags | 1)

@@ -145,6 +145,36 @@ def test_malformed_ucs2_strings_raise(body, message):
         fory.loads(b"\x08\x02\x06\x21\xe5\x65\x2c\x67" + body)
 
 
+def _string_encoding(fory, s):
+    data = fory.dumps(s)
+    assert data[0] == 0x06  # a string's general tag; its header's low 2 bits: the encoding
+    return data[1] & 3
+
+
+@pytest.mark.parametrize("wide", ["\u03b1", "\u65e5", "\u0800", "\uffff"])
+def test_two_byte_strings_take_the_shorter_of_ucs2_and_utf8(wide):
+    # UCS-2 (encoding 1) unless UTF-8 (2) is shorter: with a ASCII characters and c from
+    # U+0800 up, UCS-2 when a <= c. One ASCII character at every place of every length
+    # up to 40 (the ASCII probe reads 8 units, then 4, then 1 at a time).
+    fory = pyfory.Fory()
+    ascii_wins = 0 if wide in ("\u03b1",) else 1  # U+03B1 takes 2 bytes in UTF-8 too
+    for n in range(1, 41):
+        plain = wide * n
+        assert _string_encoding(fory, plain) == 1
+        assert fory.loads(fory.dumps(plain)) == plain
+        for at in range(n):
+            s = plain[:at] + "x" + plain[at + 1:]
+            if n == 1:
+                continue  # "x" alone is ASCII, a 1-byte-kind string
+            c = (n - 1) * ascii_wins
+            assert _string_encoding(fory, s) == (1 if 1 <= c else 2), (n, at)
+            assert fory.loads(fory.dumps(s)) == s
+            # a string with ASCII at both ends and one wide character between
+            t = "x" * at + wide + "y" * (n - at)
+            assert _string_encoding(fory, t) == (1 if n <= ascii_wins else 2), (n, at)
+            assert fory.loads(fory.dumps(t)) == t
+
+
 def test_latin1_bytes_in_the_one_byte_form():
     fory = pyfory.Fory()
     # encoding 0 with bytes >= 0x80: a Latin-1 string (what version 1 called encoding 1)
