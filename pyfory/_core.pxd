@@ -152,10 +152,8 @@ cdef class WriteContext(Buffer):
     cdef int write_other(self, object obj, type t) except -1
     cdef int write_object(self, object obj, TypeInfo info) except -1
     cdef int write_unsupported(self, object obj, object why) except -1
-    cdef int write_str_value(self, str s) except -1
     cdef int write_str_dedup(self, str s) except -1
     cdef int write_name(self, str s) except -1
-    cdef int write_int_value(self, object obj) except -1
     cdef int write_bigint_body(self, object obj) except -1
     cdef int write_list(self, list obj) except -1
     cdef int write_tuple(self, tuple obj) except -1
@@ -165,8 +163,6 @@ cdef class WriteContext(Buffer):
                               Py_ssize_t n, bint unique) except -1
     cdef int write_small_dict(self, dict obj, Py_ssize_t n, bint unique) except -1
     cdef int put_short_str(self, PyObject* s) except -1
-    cdef int write_atom(self, PyObject* obj, PyObject* t) except -1
-    cdef int write_nonatom(self, object obj, type t) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
     cdef int write_any_items(self, object seq, Py_ssize_t n, bint is_list) except -1

@@ -613,49 +613,9 @@ cdef class WriteContext(Buffer):
             override = class_lookup(self.overrides, t)
             if override != NULL:
                 return self.write_object(obj, <TypeInfo>override)
-        if self.write_atom(<PyObject*>obj, <PyObject*>t):
+        if write_atom(self, <PyObject*>obj, <PyObject*>t):
             return 0
-        return self.write_nonatom(obj, t)
-
-    cdef inline int write_nonatom(self, object obj, type t) except -1:
-        # write_any past the atoms (and past the overrides, which the caller checked)
-        if t is dict:
-            return self.write_dict(<dict>obj)
-        if t is list:
-            return self.write_list(<list>obj)
-        if t is tuple:
-            return self.write_tuple(<tuple>obj)
-        return self.write_other(obj, t)
-
-    cdef inline int write_atom(self, PyObject* obj, PyObject* t) except -1:
-        """1 after writing obj when it is an atom (str, int, float, None, bool: no user
-        code runs), else 0. Borrowed pointers: the caller holds obj."""
-        cdef double d
-        cdef float f
-        if t == <PyObject*>str:
-            self.write_str_value(<str>obj)
-        elif t == <PyObject*>int:
-            self.write_int_value(<object>obj)
-        elif t == <PyObject*>float:
-            d = PyFloat_AS_DOUBLE(<object>obj)
-            self.reserve(9)
-            if fabs(d) <= FLT_MAX and <double>(<float>d) == d:
-                # exact in 4 bytes (0.5, 2.25, whole numbers, ...); nan stays 8 bytes
-                f = <float>d
-                self.data[self.pos] = T_FLOAT32
-                memcpy(self.data + self.pos + 1, &f, 4)
-                self.pos += 5
-            else:
-                self.data[self.pos] = T_FLOAT
-                memcpy(self.data + self.pos + 1, &d, 8)
-                self.pos += 9
-        elif obj == <PyObject*>None:
-            self.put_u8(T_NONE)
-        elif t == <PyObject*>bool:
-            self.put_u8(T_TRUE if <object>obj is True else T_FALSE)
-        else:
-            return 0
-        return 1
+        return write_nonatom(self, obj, t)
 
     cdef int write_other(self, object obj, type t) except -1:
         cdef PyObject* cached
@@ -875,22 +835,6 @@ cdef class WriteContext(Buffer):
         return 0
 
     # -- scalars --
-    cdef int write_str_value(self, str s) except -1:
-        cdef Py_ssize_t n
-        if self.ref:
-            self.put_u8(T_STR)
-            return self.write_str_dedup(s)
-        n = PyUnicode_GET_LENGTH(s)
-        if n <= FIX_STR_MAX and PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND:
-            # short ASCII/Latin-1: the tag carries the length
-            self.reserve(1 + FIX_STR_MAX)
-            self.data[self.pos] = <uint8_t>(FIX_STR + n)
-            copy_bytes(self.data + self.pos + 1, PyUnicode_DATA(s), n)
-            self.pos += 1 + n
-            return 0
-        self.put_u8(T_STR)
-        return self.put_str(s, 0)
-
     cdef int write_str_dedup(self, str s) except -1:
         """A string that is likely to repeat: written once, then by index."""
         cdef Py_ssize_t idx = ptable_get(&self.strings, <PyObject*>s)
@@ -916,22 +860,6 @@ cdef class WriteContext(Buffer):
             canon = s if len(s) < 2 else "".join([s[:1], s[1:]])
             self.names[s] = canon
         return self.write_str_dedup(<str>canon)
-
-    cdef int write_int_value(self, object obj) except -1:
-        cdef int overflow = 0
-        cdef long long v = pyfory_int_value(obj, &overflow)
-        if overflow:
-            self.put_u8(T_BIGINT)
-            return self.write_bigint_body(obj)
-        self.reserve(11)
-        if FIX_INT_MIN <= v <= FIX_INT_MAX:
-            self.data[self.pos] = <uint8_t>(FIX_INT_ZERO + v)
-            self.pos += 1
-            return 0
-        self.data[self.pos] = T_INT
-        self.pos += 1
-        self.put_varuint64_unchecked((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
-        return 0
 
     cdef int write_bigint_body(self, object obj) except -1:
         cdef Py_ssize_t n = (obj.bit_length() + 8) // 8
@@ -1157,9 +1085,9 @@ cdef class WriteContext(Buffer):
             if not plain:
                 element = <object>item
                 self.write_any(element)
-            elif not self.write_atom(item, TYPE_OF(item)):
+            elif not write_atom(self, item, TYPE_OF(item)):
                 element = <object>item
-                self.write_nonatom(element, <type>TYPE_OF(item))
+                write_nonatom(self, element, <type>TYPE_OF(item))
         return 0
 
     cdef int write_dict(self, dict obj) except -1:
@@ -1378,7 +1306,7 @@ cdef class WriteContext(Buffer):
                 self.put_short_str(ks[i])
             else:
                 self.write_str_dedup(<str>ks[i])
-            self.write_atom(vs[i], TYPE_OF(vs[i]))
+            write_atom(self, vs[i], TYPE_OF(vs[i]))
         return 1
 
     cdef inline int put_short_str(self, PyObject* s) except -1:
@@ -2970,3 +2898,81 @@ def read_framed(stream):
     if len(parts) == 1:
         return parts[0]
     return b"".join(parts)
+
+
+cdef inline int write_atom(WriteContext ctx, PyObject* obj, PyObject* t) except -1:
+    """1 after writing obj when it is an atom (str, int, float, None, bool: no user
+    code runs), else 0. Borrowed pointers: the caller holds obj. A function, not a
+    method, so that the C compiler may inline it into the item loops (Cython ignores
+    `inline` on methods)."""
+    cdef double d
+    cdef float f
+    if t == <PyObject*>str:
+        write_str_value(ctx, <str>obj)
+    elif t == <PyObject*>int:
+        write_int_value(ctx, <object>obj)
+    elif t == <PyObject*>float:
+        d = PyFloat_AS_DOUBLE(<object>obj)
+        ctx.reserve(9)
+        if fabs(d) <= FLT_MAX and <double>(<float>d) == d:
+            # exact in 4 bytes (0.5, 2.25, whole numbers, ...); nan stays 8 bytes
+            f = <float>d
+            ctx.data[ctx.pos] = T_FLOAT32
+            memcpy(ctx.data + ctx.pos + 1, &f, 4)
+            ctx.pos += 5
+        else:
+            ctx.data[ctx.pos] = T_FLOAT
+            memcpy(ctx.data + ctx.pos + 1, &d, 8)
+            ctx.pos += 9
+    elif obj == <PyObject*>None:
+        ctx.put_u8(T_NONE)
+    elif t == <PyObject*>bool:
+        ctx.put_u8(T_TRUE if <object>obj is True else T_FALSE)
+    else:
+        return 0
+    return 1
+
+
+cdef inline int write_nonatom(WriteContext ctx, object obj, type t) except -1:
+    # write_any past the atoms (and past the overrides, which the caller checked)
+    if t is dict:
+        return ctx.write_dict(<dict>obj)
+    if t is list:
+        return ctx.write_list(<list>obj)
+    if t is tuple:
+        return ctx.write_tuple(<tuple>obj)
+    return ctx.write_other(obj, t)
+
+
+cdef inline int write_str_value(WriteContext ctx, str s) except -1:
+    cdef Py_ssize_t n
+    if ctx.ref:
+        ctx.put_u8(T_STR)
+        return ctx.write_str_dedup(s)
+    n = PyUnicode_GET_LENGTH(s)
+    if n <= FIX_STR_MAX and PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND:
+        # short ASCII/Latin-1: the tag carries the length
+        ctx.reserve(1 + FIX_STR_MAX)
+        ctx.data[ctx.pos] = <uint8_t>(FIX_STR + n)
+        copy_bytes(ctx.data + ctx.pos + 1, PyUnicode_DATA(s), n)
+        ctx.pos += 1 + n
+        return 0
+    ctx.put_u8(T_STR)
+    return ctx.put_str(s, 0)
+
+
+cdef inline int write_int_value(WriteContext ctx, object obj) except -1:
+    cdef int overflow = 0
+    cdef long long v = pyfory_int_value(obj, &overflow)
+    if overflow:
+        ctx.put_u8(T_BIGINT)
+        return ctx.write_bigint_body(obj)
+    ctx.reserve(11)
+    if FIX_INT_MIN <= v <= FIX_INT_MAX:
+        ctx.data[ctx.pos] = <uint8_t>(FIX_INT_ZERO + v)
+        ctx.pos += 1
+        return 0
+    ctx.data[ctx.pos] = T_INT
+    ctx.pos += 1
+    ctx.put_varuint64_unchecked((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
+    return 0
