@@ -63,6 +63,25 @@ from pyfory.error import (
 )
 
 cdef extern from *:
+    # The writer's per-value helpers (module-level `cdef inline` functions at the end of
+    # this file) inlined wherever they are called: GCC's own limits stop inlining
+    # write_atom into some item loops once it has four callers, and a call costs ~25
+    # instructions a value. The names are Cython's for them (prefix, module path,
+    # name); if they ever change, these declarations name nothing and only speed is lost.
+    """
+    #if defined(__GNUC__)
+    struct __pyx_obj_6pyfory_5_core_WriteContext;
+    #define PYFORY_ALWAYS_INLINE static inline __attribute__((always_inline))
+    PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_write_atom(
+        struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *, PyObject *);
+    PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_write_str_value(
+        struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
+    PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_write_int_value(
+        struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
+    #endif
+    """
+
+cdef extern from *:
     # exported by every CPython since 3.6; from 3.13 on declared in an internal header only
     """
     #if PY_VERSION_HEX >= 0x030D0000
@@ -1185,38 +1204,12 @@ cdef class WriteContext(Buffer):
             # str keys and atom values: no user code can run in this loop. The keys go
             # into the string table (they repeat in lists of records), except in a dict
             # that is the whole payload (see `unique`)
-            i = 0
-            while True:
-                if small:
-                    if i == n:
-                        break
-                    k = small_k[i]
-                    v = small_v[i]
-                    i += 1
-                elif listed:
-                    if i == n:
-                        break
-                    k = ks[i]
-                    v = vs[i]
-                    i += 1
-                elif not PyDict_Next(obj, &pos, &k, &v):
-                    break
-                if unique:
-                    self.put_str(<str>k, 0)
-                else:
-                    self.write_str_dedup(<str>k)
-                if vkind == K_STR:
-                    if self.ref:
-                        self.write_str_dedup(<str>v)
-                    else:
-                        self.put_str(<str>v, 0)
-                elif vkind == K_FLOAT:
-                    self.put_double(PyFloat_AS_DOUBLE(<object>v))
-                elif vkind == K_INT:
-                    iv = pyfory_int_value(<object>v, &overflow)
-                    self.put_varint64(iv)
-                else:
-                    self.write_any(<object>v)
+            if small:
+                self.write_str_keyed_atoms(obj, small_k, small_v, n, vkind, unique)
+            elif listed:
+                self.write_str_keyed_atoms(obj, ks, vs, n, vkind, unique)
+            else:
+                self.write_str_keyed_atoms(obj, NULL, NULL, n, vkind, unique)
         else:
             while PyDict_Next(obj, &pos, &k, &v):
                 key = <object>k
@@ -1251,6 +1244,44 @@ cdef class WriteContext(Buffer):
             if count != n or PyDict_Size(obj) != n:
                 raise _error.ChangedDuringSerializationError("dict changed size during iteration")
         self.depth -= 1
+        return 0
+
+    cdef int write_str_keyed_atoms(self, dict obj, PyObject** keys, PyObject** values,
+                                   Py_ssize_t n, uint8_t vkind, bint unique) except -1:
+        """The n items of a str-keyed dict whose values are atoms (vkind K_ANY) or all of
+        one kind, as the first pass listed them (keys, values), or from the dict when
+        keys is NULL. No user code runs here. (Its own small function, so that the C
+        compiler inlines put_str into the loop.)"""
+        cdef Py_ssize_t i = 0, pos = 0
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef int overflow
+        while True:
+            if keys != NULL:
+                if i == n:
+                    break
+                k = keys[i]
+                v = values[i]
+                i += 1
+            elif not PyDict_Next(obj, &pos, &k, &v):
+                break
+            if unique:
+                self.put_str(<str>k, 0)
+            else:
+                self.write_str_dedup(<str>k)
+            if vkind == K_STR:
+                if self.ref:
+                    self.write_str_dedup(<str>v)
+                else:
+                    self.put_str(<str>v, 0)
+            elif vkind == K_FLOAT:
+                self.put_double(PyFloat_AS_DOUBLE(<object>v))
+            elif vkind == K_INT:
+                self.put_varint64(pyfory_int_value(<object>v, &overflow))
+            else:
+                # (write_any, not write_atom: one more place to inline write_atom makes
+                # GCC stop inlining it into write_small_dict)
+                self.write_any(<object>v)
         return 0
 
     cdef bint reserve_dict_scratch(self, Py_ssize_t n) noexcept:
@@ -1329,6 +1360,7 @@ cdef class WriteContext(Buffer):
         if some did (self.foreign moved), the dict must still hold exactly these items
         afterwards, else the payload would not be a snapshot of it."""
         cdef Py_ssize_t i, mark = self.foreign
+        cdef bint plain = self.overrides is None
         for i in range(n):
             Py_INCREF_raw(keys[i])
             Py_INCREF_raw(values[i])
@@ -1338,7 +1370,10 @@ cdef class WriteContext(Buffer):
                     self.put_str(<str>keys[i], 0)
                 else:
                     self.write_str_dedup(<str>keys[i])
-                self.write_any(<object>values[i])
+                if not plain:
+                    self.write_any(<object>values[i])
+                elif not write_atom(self, values[i], TYPE_OF(values[i])):
+                    write_nonatom(self, <object>values[i], <type>TYPE_OF(values[i]))
             if self.foreign != mark:
                 if PyDict_Size(obj) != n:
                     raise _error.ChangedDuringSerializationError("dict changed size during iteration")
