@@ -164,7 +164,6 @@ cdef class WriteContext(Buffer):
     cdef int write_small_dict(self, dict obj, Py_ssize_t n, bint unique) except -1
     cdef int write_str_keyed_atoms(self, dict obj, PyObject** keys, PyObject** values,
                                    Py_ssize_t n, uint8_t vkind, bint unique) except -1
-    cdef int put_short_str(self, PyObject* s) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1
     cdef int write_items(self, object seq, Py_ssize_t n, uint8_t kind, bint is_list) except -1
     cdef int write_any_items(self, object seq, Py_ssize_t n, bint is_list) except -1

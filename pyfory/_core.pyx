@@ -78,6 +78,12 @@ cdef extern from *:
         struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
     PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_write_int_value(
         struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
+    PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_put_short_str(
+        struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
+    PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_begin_write(
+        struct __pyx_obj_6pyfory_5_core_WriteContext *);
+    PYFORY_ALWAYS_INLINE void __pyx_f_6pyfory_5_core_end_write(
+        struct __pyx_obj_6pyfory_5_core_WriteContext *);
     #endif
     """
 
@@ -570,49 +576,10 @@ cdef class WriteContext(Buffer):
         free(self.dict_values)
 
     cdef int begin(self) except -1:
-        global _payload_counter
-        _payload_counter += 1
-        self.gen = _payload_counter
-        self.ntypes = 0
-        self.depth = 0
-        self.oob_count = 0
-        # C fields of the Fory (typed access: no attribute lookup per call)
-        self.oob_threshold = (<Fory>self.fory).oob_threshold
-        self.overrides = (<Fory>self.fory)._builtin_overrides
-        self.in_use = True
-        # (reset_for_write, inline: a WriteContext never reads)
-        if self.out != NULL and self.size > KEEP_CAPACITY:
-            self.reset_for_write()
-        self.pos = 0
-        if self.out == NULL and self.small != NULL and self.size_hint <= SMALL_CAPACITY:
-            # the last payload was small: write into the kept block (see Buffer.grow)
-            self.data = self.small
-            self.size = SMALL_CAPACITY
-            self.owns_data = True
-        return 0
+        return begin_write(self)
 
     cdef void end(self) noexcept:
-        if self.dict_cap > PTABLE_KEEP:
-            # one payload had a large dict: do not keep its scratch arrays
-            free(self.dict_keys)
-            free(self.dict_values)
-            self.dict_keys = self.dict_values = NULL
-            self.dict_cap = 0
-        if self.memo.count:
-            ptable_clear(&self.memo)
-        if self.strings.count:
-            ptable_clear(&self.strings)
-        if self.names is not None:
-            self.names = None
-        if self.buffer_callback is not None:
-            self.buffer_callback = None
-        if self.unsupported_callback is not None:
-            self.unsupported_callback = None
-        if self.oob_views is not None:
-            self.oob_views = None
-        if self.scratch is not None:
-            self.scratch = None
-        self.in_use = False
+        end_write(self)
 
     cdef int raise_depth(self) except -1:
         # (enter, inline in _core.pxd, went past max_depth)
@@ -1334,23 +1301,11 @@ cdef class WriteContext(Buffer):
         for i in range(n):
             # (writing atoms runs no user code: the borrowed items stay valid)
             if unique:
-                self.put_short_str(ks[i])
+                put_short_str(self, ks[i])
             else:
                 self.write_str_dedup(<str>ks[i])
             write_atom(self, vs[i], TYPE_OF(vs[i]))
         return 1
-
-    cdef inline int put_short_str(self, PyObject* s) except -1:
-        # put_str(s, 0), with the usual dict key (1-byte kind, under 16 bytes: a one-byte
-        # string header) inline
-        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(<object>s)
-        if n >= 16 or PyUnicode_KIND(<object>s) != PyUnicode_1BYTE_KIND:
-            return self.put_str(<str>s, 0)
-        self.reserve(17)
-        self.data[self.pos] = <uint8_t>(n << 3)
-        copy_bytes(self.data + self.pos + 1, PyUnicode_DATA(<object>s), n)
-        self.pos += 1 + n
-        return 0
 
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n, bint unique) except -1:
@@ -2701,7 +2656,7 @@ cdef class Fory:
         if (buffer is None and buffer_callback is None and unsupported_callback is None
                 and not ctx.in_use):
             # the usual call, kept short: dumps_into without its options (~10 ns a call)
-            ctx.begin()
+            begin_write(ctx)
             try:
                 if self.ref:
                     ctx.put_u8(HEADER_BASE | F_REF)
@@ -2714,7 +2669,7 @@ cdef class Fory:
                     raise
                 raise failure from e
             finally:
-                ctx.end()
+                end_write(ctx)
         if buffer is not None and not isinstance(buffer, Buffer) and callable(buffer):
             # dumps(obj, callback): buffer_callback given by position, as before
             buffer, buffer_callback = None, buffer
@@ -3011,3 +2966,66 @@ cdef inline int write_int_value(WriteContext ctx, object obj) except -1:
     ctx.pos += 1
     ctx.put_varuint64_unchecked((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
     return 0
+
+
+cdef inline int put_short_str(WriteContext ctx, PyObject* s) except -1:
+    # put_str(s, 0), with the usual dict key (1-byte kind, under 16 bytes: a one-byte
+    # string header) inline
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(<object>s)
+    if n >= 16 or PyUnicode_KIND(<object>s) != PyUnicode_1BYTE_KIND:
+        return ctx.put_str(<str>s, 0)
+    ctx.reserve(17)
+    ctx.data[ctx.pos] = <uint8_t>(n << 3)
+    copy_bytes(ctx.data + ctx.pos + 1, PyUnicode_DATA(<object>s), n)
+    ctx.pos += 1 + n
+    return 0
+
+
+cdef inline int begin_write(WriteContext ctx) except -1:
+    # (WriteContext.begin; a function so that dumps inlines it)
+    global _payload_counter
+    _payload_counter += 1
+    ctx.gen = _payload_counter
+    ctx.ntypes = 0
+    ctx.depth = 0
+    ctx.oob_count = 0
+    # C fields of the Fory (typed access: no attribute lookup per call)
+    ctx.oob_threshold = (<Fory>ctx.fory).oob_threshold
+    if ctx.overrides is not (<Fory>ctx.fory)._builtin_overrides:
+        ctx.overrides = (<Fory>ctx.fory)._builtin_overrides
+    ctx.in_use = True
+    # (reset_for_write, inline: a WriteContext never reads)
+    if ctx.out != NULL and ctx.size > KEEP_CAPACITY:
+        ctx.reset_for_write()
+    ctx.pos = 0
+    if ctx.out == NULL and ctx.small != NULL and ctx.size_hint <= SMALL_CAPACITY:
+        # the last payload was small: write into the kept block (see Buffer.grow)
+        ctx.data = ctx.small
+        ctx.size = SMALL_CAPACITY
+        ctx.owns_data = True
+    return 0
+
+
+cdef inline void end_write(WriteContext ctx) noexcept:
+    # (WriteContext.end; a function so that dumps inlines it)
+    if ctx.dict_cap > PTABLE_KEEP:
+        # one payload had a large dict: do not keep its scratch arrays
+        free(ctx.dict_keys)
+        free(ctx.dict_values)
+        ctx.dict_keys = ctx.dict_values = NULL
+        ctx.dict_cap = 0
+    if ctx.memo.count:
+        ptable_clear(&ctx.memo)
+    if ctx.strings.count:
+        ptable_clear(&ctx.strings)
+    if ctx.names is not None:
+        ctx.names = None
+    if ctx.buffer_callback is not None:
+        ctx.buffer_callback = None
+    if ctx.unsupported_callback is not None:
+        ctx.unsupported_callback = None
+    if ctx.oob_views is not None:
+        ctx.oob_views = None
+    if ctx.scratch is not None:
+        ctx.scratch = None
+    ctx.in_use = False
