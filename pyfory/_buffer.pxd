@@ -245,6 +245,7 @@ cdef class Buffer:
         self.pos += n
         return 0
     cdef str get_str_other(self, uint64_t header)
+    cdef str get_utf8(self, Py_ssize_t n)
 
     cdef inline str get_str_body(self, uint64_t header):
         # ASCII (the common case) is checked and copied here, inline; the rest

@@ -6,6 +6,7 @@ from libc.string cimport memcpy
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_ANY_CONTIGUOUS,
                              PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES)
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
 from cpython.unicode cimport PyUnicode_DecodeUTF8, PyUnicode_DecodeLatin1
@@ -114,9 +115,76 @@ cdef extern from *:
         }
         return 0;
     }
+
+    /* UTF-8 (with surrogates, as Python's "surrogatepass" reads it) to a str: one pass
+       checks and decodes every character into a UCS-4 scratch array, noting the widest,
+       then the str is made in the narrowest kind and filled from it. CPython's own
+       decoder starts narrow and widens and reallocates as it goes, and takes a string of
+       emoji at ~60 instructions a character; this, at ~20. Multi-byte sequences are read
+       as one 32-bit little-endian word when 4 bytes remain. Returns NULL with *bad set to
+       the offset of the first byte that does not start a valid sequence (no exception
+       set), or NULL with an exception (no memory). */
+    static inline uint32_t pyfory_le32(const uint8_t* p) {
+        return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+    }
+    static PyObject* pyfory_decode_utf8(const uint8_t* s, Py_ssize_t n, Py_ssize_t* bad) {
+        Py_UCS4 stack[256];
+        Py_UCS4* out = n <= 256 ? stack : (Py_UCS4*)PyMem_Malloc(n * sizeof(Py_UCS4));
+        Py_ssize_t i = 0, j = 0, k;
+        uint32_t all = 0, cp, w;
+        PyObject* u;
+        if (out == NULL) { PyErr_NoMemory(); return NULL; }
+        while (i < n) {
+            uint8_t b = s[i];
+            if (b < 0x80) { out[j++] = b; i += 1; continue; }
+            if (n - i >= 4) w = pyfory_le32(s + i);
+            else {
+                /* the last 1-3 bytes: the same word with zeros past the end, which fail
+                   the continuation-byte checks of any sequence longer than what is left */
+                w = b;
+                if (n - i > 1) w |= (uint32_t)s[i + 1] << 8;
+                if (n - i > 2) w |= (uint32_t)s[i + 2] << 16;
+            }
+            if ((b & 0xE0) == 0xC0) {
+                cp = ((uint32_t)(b & 0x1F) << 6) | ((w >> 8) & 0x3F);
+                if ((w & 0xC000) != 0x8000 || cp < 0x80) goto invalid;
+                i += 2;
+            } else if ((b & 0xF0) == 0xE0) {
+                cp = ((uint32_t)(b & 0x0F) << 12) | ((w >> 2) & 0xFC0) | ((w >> 16) & 0x3F);
+                if ((w & 0xC0C000) != 0x808000 || cp < 0x800) goto invalid;
+                i += 3;
+            } else if ((b & 0xF8) == 0xF0) {
+                cp = ((uint32_t)(b & 0x07) << 18) | ((w << 4) & 0x3F000) | ((w >> 10) & 0xFC0)
+                     | ((w >> 24) & 0x3F);
+                if ((w & 0xC0C0C000) != 0x80808000 || cp - 0x10000 > 0xFFFFF) goto invalid;
+                i += 4;
+            } else goto invalid;
+            out[j++] = cp;
+            all |= cp;
+        }
+        /* (a bit at or above 2**k is set in `all` exactly when some character is) */
+        u = PyUnicode_New(j, all >= 0x10000 ? 0x10FFFF : all >= 0x100 ? 0xFFFF : all >= 0x80 ? 0xFF : 0x7F);
+        if (u != NULL) {
+            if (all >= 0x10000) memcpy(PyUnicode_DATA(u), out, j * sizeof(Py_UCS4));
+            else if (all >= 0x100) {
+                Py_UCS2* d = (Py_UCS2*)PyUnicode_DATA(u);
+                for (k = 0; k < j; k++) d[k] = (Py_UCS2)out[k];
+            } else {
+                Py_UCS1* d = (Py_UCS1*)PyUnicode_DATA(u);
+                for (k = 0; k < j; k++) d[k] = (Py_UCS1)out[k];
+            }
+        }
+        if (out != stack) PyMem_Free(out);
+        return u;
+    invalid:
+        if (out != stack) PyMem_Free(out);
+        *bad = i;
+        return NULL;
+    }
     """
     int pyfory_ucs2_not_longer(const uint16_t* u, Py_ssize_t n) nogil
     int pyfory_ucs2_has_ascii(const uint16_t* u, Py_ssize_t n) nogil
+    PyObject* pyfory_decode_utf8(const uint8_t* s, Py_ssize_t n, Py_ssize_t* bad)
 
 
 cdef inline void copy_advised(char* dst, const uint8_t* p, Py_ssize_t n) noexcept:
@@ -412,12 +480,24 @@ cdef class Buffer:
             self.pos += n
             return s
         if enc == 2:
+            s = self.get_utf8(n)
             self.pos += n
-            try:
-                return PyUnicode_DecodeUTF8(p, n, "surrogatepass")
-            except UnicodeDecodeError as e:
-                raise MalformedDataError(f"invalid UTF-8 in string: {e}") from None
+            return s
         raise MalformedDataError(f"invalid string header at offset {self.pos}")
+
+    cdef str get_utf8(self, Py_ssize_t n):
+        # n bytes of UTF-8 at pos (there), with surrogates as "surrogatepass" reads them
+        cdef Py_ssize_t bad = -1
+        cdef PyObject* r = pyfory_decode_utf8(self.data + self.pos, n, &bad)
+        if r == NULL:
+            if bad < 0:
+                pyfory_error_is_set()     # (no memory)
+            raise MalformedDataError(
+                f"invalid UTF-8 in string: byte {self.data[self.pos + bad]:#04x} at offset "
+                f"{self.pos + bad} does not start a valid sequence")
+        s = <str>r
+        Py_DECREF(s)    # (the new reference pyfory_decode_utf8 returned; s holds one)
+        return s
 
     # ---- Python-visible API for custom serializers -----------------------------
     @property

@@ -175,6 +175,59 @@ def test_two_byte_strings_take_the_shorter_of_ucs2_and_utf8(wide):
             assert fory.loads(fory.dumps(t)) == t
 
 
+def _utf8_payload(raw: bytes) -> bytes:
+    # a string value in encoding 2 (UTF-8), written by hand
+    return b"\x06" + H.varuint((len(raw) << 3) | 2) + raw
+
+
+def _check_utf8_like_cpython(fory, raw: bytes):
+    # pyfory's UTF-8 reader accepts exactly what Python's "surrogatepass" decoder
+    # accepts, and makes the same string (== compares the kinds too: a str of a wider
+    # kind than its characters need is never equal to the canonical one)
+    try:
+        expected = raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        with pytest.raises(ForyError, match="invalid UTF-8"):
+            fory.loads(_utf8_payload(raw))
+        return
+    got = fory.loads(_utf8_payload(raw))
+    assert type(got) is str and got == expected and hash(got) == hash(expected), raw
+    assert got.isascii() == expected.isascii()
+
+
+def test_utf8_reader_matches_cpython_on_every_boundary():
+    fory = pyfory.Fory()
+    leads = [0x00, 0x7F, 0x80, 0xBF, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xDF, 0xE0, 0xE1, 0xEC, 0xED,
+             0xEE, 0xEF, 0xF0, 0xF1, 0xF3, 0xF4, 0xF5, 0xF8, 0xFF]
+    conts = [0x00, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0]
+    for lead in leads:
+        for c1 in conts:
+            for tail in (b"", b"\x80", b"\xbf\xbf", b"\x80\x80\x80"):
+                seq = bytes([lead, c1]) + tail
+                for prefix in (b"", b"abcdefgh", b"abc"):
+                    _check_utf8_like_cpython(fory, prefix + seq)
+                    _check_utf8_like_cpython(fory, prefix + seq + b"xyz")
+        _check_utf8_like_cpython(fory, bytes([lead]))
+
+
+def test_utf8_reader_matches_cpython_on_random_bytes_and_strings():
+    fory = pyfory.Fory()
+    rng = random.Random(21)
+    pieces = ["a", "é", "ÿ", "Ā", "\u07ff", "\u0800", "日", "\ud800", "\udfff", "\uffff",
+              "\U00010000", "😀", "\U0010ffff", "abcdefghij"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
+        raw = text.encode("utf-8", "surrogatepass")
+        _check_utf8_like_cpython(fory, raw)
+        # and with one byte changed, cut or dropped
+        b = bytearray(raw)
+        i = rng.randrange(len(b))
+        b[i] = rng.randrange(256)
+        _check_utf8_like_cpython(fory, bytes(b))
+        _check_utf8_like_cpython(fory, raw[:i])
+        _check_utf8_like_cpython(fory, raw[:i] + raw[i + 1:])
+
+
 def test_latin1_bytes_in_the_one_byte_form():
     fory = pyfory.Fory()
     # encoding 0 with bytes >= 0x80: a Latin-1 string (what version 1 called encoding 1)
