@@ -462,3 +462,29 @@ def test_ipc_path_cleanup(tmp_path, ctx):
     assert fzmq.recv(a) == os.getpid()
     a.close(0)
     b.close(0)
+
+
+class _CountingSocket(zmq.Socket):
+    """A socket class that overrides send, as applications do to log or meter."""
+
+    sent = 0
+
+    def send(self, data, flags=0, copy=True, track=False, **kwargs):
+        type(self).sent += 1
+        return super().send(data, flags, copy=copy, track=track, **kwargs)
+
+
+def test_send_keeps_a_socket_class_override_of_send(ctx):
+    # fzmq.send hands one-frame messages to pyzmq's backend directly only when the
+    # socket's class keeps zmq.Socket.send: an override still sees every message
+    a = _configure(_CountingSocket(ctx, zmq.PAIR))
+    b = _configure(ctx.socket(zmq.PAIR))
+    a.bind(f"inproc://counting-{id(a)}")
+    b.connect(f"inproc://counting-{id(a)}")
+    for i in range(3):
+        fzmq.send(a, {"i": i})
+        assert fzmq.recv(b) == {"i": i}
+    assert _CountingSocket.sent == 3
+    # and a plain socket's message arrives whole through the direct path
+    fzmq.send(b, ["back", 1.5])
+    assert fzmq.recv(a) == ["back", 1.5]
