@@ -84,6 +84,21 @@ cdef extern from *:
         struct __pyx_obj_6pyfory_5_core_WriteContext *);
     PYFORY_ALWAYS_INLINE void __pyx_f_6pyfory_5_core_end_write(
         struct __pyx_obj_6pyfory_5_core_WriteContext *);
+    /* and the reader's: a value's atoms (read_any_inline) and a dict key */
+    struct __pyx_obj_6pyfory_5_core_ReadContext;
+    PYFORY_ALWAYS_INLINE PyObject *__pyx_f_6pyfory_5_core_11ReadContext_read_any_inline(
+        struct __pyx_obj_6pyfory_5_core_ReadContext *);
+    PYFORY_ALWAYS_INLINE PyObject *__pyx_f_6pyfory_5_core_11ReadContext_read_key_any(
+        struct __pyx_obj_6pyfory_5_core_ReadContext *, int);
+    PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_11ReadContext_begin(
+        struct __pyx_obj_6pyfory_5_core_ReadContext *, PyObject *);
+    PYFORY_ALWAYS_INLINE void __pyx_f_6pyfory_5_core_11ReadContext_end(
+        struct __pyx_obj_6pyfory_5_core_ReadContext *);
+    PYFORY_ALWAYS_INLINE PyObject *__pyx_f_6pyfory_5_core_11ReadContext_read_key(
+        struct __pyx_obj_6pyfory_5_core_ReadContext *, uint64_t);
+    struct __pyx_obj_6pyfory_7_buffer_Buffer;
+    PYFORY_ALWAYS_INLINE PyObject *__pyx_f_6pyfory_7_buffer_6Buffer_get_str_body(
+        struct __pyx_obj_6pyfory_7_buffer_Buffer *, uint64_t);
     #endif
     """
 
@@ -2219,6 +2234,11 @@ cdef class ReadContext(Buffer):
             for i in range(n):
                 key = self.read_key_any(cached)
                 PyDict_SetItem(d, key, self.read_str_any())
+        elif kk == K_STR and vk == K_ANY:
+            # (records, messages: read_any_inline here, not through read_elem's call)
+            for i in range(n):
+                key = self.read_key_any(cached)
+                PyDict_SetItem(d, key, self.read_any_inline())
         elif kk == K_STR:
             for i in range(n):
                 key = self.read_key_any(cached)
