@@ -1,7 +1,7 @@
 """ZeroMQ benchmarks: pyfory.integrations.zmq against pyzmq's send_pyobj/recv_pyobj (pickle).
 
     python bench/zmq_bench.py              # everything, about a minute
-    python bench/zmq_bench.py small array  # only some parts: small, array, executor
+    python bench/zmq_bench.py small array  # only some parts: small, inproc, array, executor
     python bench/zmq_bench.py --quick      # fewer repetitions
 
 Not a test: it prints a table of rates and ratios (higher ratio = pyfory faster); each
@@ -13,6 +13,9 @@ rate is the median of several rounds, the contenders alternating within every ro
 - array: a 100 MB float64 numpy array one way over tcp://127.0.0.1 (time until the
   receiver has the array and acknowledges), against send_pyobj and against raw
   ``send(array, copy=False)`` of its bytes received with ``copy=False`` (the limit).
+- inproc: the per-message cost without the sockets' latency: a 3-key dict sent and
+  received on an inproc PAIR in one process (round trips per second), fzmq.send/recv
+  against send_pyobj/recv_pyobj.
 - executor: 10,000 tiny tasks (a module-level function) with 2 local workers, against
   the standard library's ProcessPoolExecutor(2) and, when present,
   pyfory.integrations.futures.ProcessPoolExecutor(2); plus a closure for pyfory.
@@ -175,6 +178,35 @@ def bench_small(repeats: int, quick: bool):
     return rows
 
 
+def bench_inproc(repeats: int, quick: bool):
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    a.bind("inproc://zmq-bench-inproc")
+    b.connect("inproc://zmq-bench-inproc")
+    value = small_dict()
+    count = 5_000 if quick else 20_000
+
+    def fory_rate(n=count):
+        t = time.perf_counter()
+        for _ in range(n):
+            fzmq.send(a, value)
+            fzmq.recv(b)
+        return n / (time.perf_counter() - t)
+
+    def pickle_rate(n=count):
+        t = time.perf_counter()
+        for _ in range(n):
+            a.send_pyobj(value)
+            b.recv_pyobj()
+        return n / (time.perf_counter() - t)
+
+    rates = _interleaved_median({"fory": fory_rate, "pickle": pickle_rate}, repeats * 2)
+    a.close(linger=0)
+    b.close(linger=0)
+    ctx.term()
+    return [("inproc round trips/s, 3-key dict, one process", rates["fory"], rates["pickle"], "send_pyobj")]
+
+
 def _sink_peer(mode: str, array):
     peer = Peer(mode)
     sock = peer.sock
@@ -271,7 +303,7 @@ def bench_executor(repeats: int, quick: bool):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("parts", nargs="*", default=["small", "array", "executor"])
+    parser.add_argument("parts", nargs="*", default=["small", "inproc", "array", "executor"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve", nargs=2, metavar=("MODE", "ADDRESS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -281,7 +313,8 @@ def main(argv=None) -> int:
     repeats = 2 if args.quick else 5
     rows = []
     for part in args.parts:
-        rows += {"small": bench_small, "array": bench_array, "executor": bench_executor}[part](repeats, args.quick)
+        rows += {"small": bench_small, "inproc": bench_inproc, "array": bench_array,
+                 "executor": bench_executor}[part](repeats, args.quick)
     print(f"\npyfory.integrations.zmq benchmarks (python {sys.version.split()[0]}, pyzmq {zmq.__version__}, "
           f"libzmq {zmq.zmq_version()}, {os.cpu_count()} CPUs)\n")
     print(f"| {'measure':45} | {'pyfory':>12} | {'baseline':>12} | {'ratio':>6} | baseline |")
