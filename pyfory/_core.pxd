@@ -365,3 +365,4 @@ cdef class Fory:
 
     cdef object dumps_into(self, obj, buffer_callback, list views, Py_ssize_t min_size,
                            unsupported_callback)
+    cdef object dumps_plain(self, obj)

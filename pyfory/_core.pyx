@@ -6,6 +6,7 @@ Python-level call per value. Everything else goes through a per-Fory
 `type -> TypeInfo` cache; only on a miss is the Python resolver (resolver.py) asked.
 The wire format is described byte by byte in docs/format.md.
 """
+cimport cython
 from libc.stdint cimport uint8_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free, calloc
 from libc.string cimport memcpy, memmove, memset
@@ -103,6 +104,53 @@ cdef extern from *:
         struct __pyx_obj_6pyfory_7_buffer_Buffer *, uint64_t);
     #endif
     """
+
+cdef extern from *:
+    # Fory.dumps(obj) with one argument skips the argument parsing of the full signature
+    # (~50 instructions, a tenth of a small dict's dumps): the method's C function is
+    # replaced by one that hands a lone positional argument to _dumps_plain's METH_O
+    # function and every other call to the original. Installed only when both are the
+    # kinds of method expected; otherwise dumps stays as Cython made it.
+    """
+    static PyCFunction pyfory_dumps_one = NULL;
+    static PyObject *(*pyfory_dumps_full)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *) = NULL;
+    static PyObject *pyfory_dumps_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                        PyObject *kwnames) {
+        if (nargs == 1 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0))
+            return pyfory_dumps_one(self, args[0]);
+        return pyfory_dumps_full(self, args, nargs, kwnames);
+    }
+    static PyMethodDef pyfory_dumps_def = {"dumps", NULL, METH_FASTCALL | METH_KEYWORDS, NULL};
+    static int pyfory_install_dumps_entry(PyTypeObject *type) {
+        PyObject *dict = type->tp_dict, *full, *one, *d;
+        PyMethodDef *fm, *om;
+        if (dict == NULL) return 0;
+        full = PyDict_GetItemString(dict, "dumps");
+        one = PyDict_GetItemString(dict, "_dumps_plain");
+        if (full == NULL || one == NULL || !Py_IS_TYPE(full, &PyMethodDescr_Type)
+                || !Py_IS_TYPE(one, &PyMethodDescr_Type))
+            return 0;
+        fm = ((PyMethodDescrObject *)full)->d_method;
+        om = ((PyMethodDescrObject *)one)->d_method;
+        if (fm->ml_flags != (METH_FASTCALL | METH_KEYWORDS) || om->ml_flags != METH_O)
+            return 0;
+        pyfory_dumps_full = (PyObject *(*)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *))(void (*)(void))fm->ml_meth;
+        pyfory_dumps_one = om->ml_meth;
+        pyfory_dumps_def.ml_meth = (PyCFunction)(void (*)(void))pyfory_dumps_entry;
+        pyfory_dumps_def.ml_doc = fm->ml_doc;
+        d = PyDescr_NewMethod(type, &pyfory_dumps_def);
+        /* (serialize is dumps, one object, as in the class body) */
+        if (d == NULL || PyDict_SetItemString(dict, "dumps", d) < 0
+                || PyDict_SetItemString(dict, "serialize", d) < 0) {
+            Py_XDECREF(d);
+            return -1;
+        }
+        Py_DECREF(d);
+        PyType_Modified(type);
+        return 1;
+    }
+    """
+    int pyfory_install_dumps_entry(type t) except -1
 
 cdef extern from *:
     # exported by every CPython since 3.6; from 3.13 on declared in an internal header only
@@ -2674,24 +2722,8 @@ cdef class Fory:
         class not registered in strict mode, one the resolver refuses); a falsy result
         keeps the object out of the payload, to be handed back in order as
         `loads(..., unsupported_objects=[...])`; a true result raises as without it."""
-        cdef WriteContext ctx = self._wctx
-        if (buffer is None and buffer_callback is None and unsupported_callback is None
-                and not ctx.in_use):
-            # the usual call, kept short: dumps_into without its options (~10 ns a call)
-            begin_write(ctx)
-            try:
-                if self.ref:
-                    ctx.put_u8(HEADER_BASE | F_REF)
-                ctx.body_start = ctx.pos
-                ctx.write_any(obj)
-                return ctx.finish()
-            except (ForyError, RecursionError) as e:
-                failure = _dumps_failure(e)
-                if failure is e:
-                    raise
-                raise failure from e
-            finally:
-                end_write(ctx)
+        if buffer is None and buffer_callback is None and unsupported_callback is None:
+            return self.dumps_plain(obj)
         if buffer is not None and not isinstance(buffer, Buffer) and callable(buffer):
             # dumps(obj, callback): buffer_callback given by position, as before
             buffer, buffer_callback = None, buffer
@@ -2700,6 +2732,32 @@ cdef class Fory:
             return payload
         (<Buffer>buffer).write_bytes(payload)
         return buffer
+
+    cdef object dumps_plain(self, obj):
+        # dumps(obj) without options: the usual call, kept short (~10 ns less than
+        # dumps_into). Reached from Python through _dumps_plain (see install_dumps_entry)
+        cdef WriteContext ctx = self._wctx
+        if ctx.in_use:
+            return self.dumps_into(obj, None, None, 0, None)
+        begin_write(ctx)
+        try:
+            if self.ref:
+                ctx.put_u8(HEADER_BASE | F_REF)
+            ctx.body_start = ctx.pos
+            ctx.write_any(obj)
+            return ctx.finish()
+        except (ForyError, RecursionError) as e:
+            failure = _dumps_failure(e)
+            if failure is e:
+                raise
+            raise failure from e
+        finally:
+            end_write(ctx)
+
+    @cython.always_allow_keywords(False)    # (METH_O: one argument, no parsing)
+    def _dumps_plain(self, obj):
+        """dumps(obj), one argument (what a call of dumps with one argument runs)."""
+        return self.dumps_plain(obj)
 
     def reset(self):
         """Drop the per-call state of an interrupted call (each call starts clean by
@@ -3067,3 +3125,7 @@ cdef inline int write_dict_fast(WriteContext ctx, dict obj) except -1:
                 return 0
             ctx.depth -= 1
     return ctx.write_dict(obj)
+
+
+# (see pyfory_install_dumps_entry)
+DUMPS_ENTRY_INSTALLED = pyfory_install_dumps_entry(Fory) == 1

@@ -330,3 +330,33 @@ def test_small_forms_read_in_the_general_forms_too():
     t[0].append(t)
     out = pyfory.Fory(ref=True).loads(pyfory.Fory(ref=True).dumps(t))
     assert out[0][0] is out
+
+
+def test_dumps_with_one_argument_takes_the_short_entry_and_the_same_bytes():
+    # Fory.dumps(obj) goes to a METH_O entry (no argument parsing); every other call to
+    # the full signature. Both give the same bytes and the same errors as before.
+    import pyfory._core as core
+    assert core.DUMPS_ENTRY_INSTALLED
+    fory = pyfory.Fory()
+    value = {"id": 42, "name": "alice", "tags": ["a", "b"], "n": None}
+    plain = fory.dumps(value)
+    assert fory.dumps(value, None) == plain
+    assert fory.dumps(value, buffer_callback=None) == plain
+    assert fory.dumps(obj=value) == plain
+    assert fory.serialize(value) == plain
+    assert fory.loads(plain) == value
+    with pytest.raises(TypeError, match="at least 1 positional"):
+        fory.dumps()
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fory.dumps(value, bogus=1)
+    with pytest.raises(TypeError):
+        fory.dumps(1, None, None, None, None)
+
+    class Loud(pyfory.Fory):
+        def dumps(self, obj):
+            return b"!" + super().dumps(obj)
+
+    assert Loud().dumps(value) == b"!" + plain
+    # an error inside still comes out as pyfory's (and pickle's) error
+    with pytest.raises(ForyError):
+        pyfory.Fory(strict=True).dumps(lambda: 1)
