@@ -145,7 +145,7 @@ def send(socket: zmq.Socket, obj: Any, flags: int = 0, copy: bool = False, track
     if len(frames) == 1 and not track:
         # one frame: the payload, which has nothing large in it (large buffers are frames
         # of their own). A copy is cheaper than zero-copy's bookkeeping for it.
-        if _BACKEND_SEND is not None and type(socket).send is _SUGAR_SEND:
+        if _BACKEND_SEND is not None and getattr(type(socket), "send", None) is _SUGAR_SEND:
             return _BACKEND_SEND(socket, frames[0], flags, True, False)
         return socket.send(frames[0], flags, copy=True)
     return socket.send_multipart(frames, flags, copy=copy, track=track)
