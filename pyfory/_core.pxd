@@ -158,6 +158,7 @@ cdef class WriteContext(Buffer):
     cdef int write_list(self, list obj) except -1
     cdef int write_tuple(self, tuple obj) except -1
     cdef int write_dict(self, dict obj) except -1
+    cdef int write_dict_items(self, dict obj, Py_ssize_t n, bint unique) except -1
     cdef bint reserve_dict_scratch(self, Py_ssize_t n) noexcept
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n, bint unique) except -1

@@ -65,7 +65,7 @@ from pyfory.error import (
 
 cdef extern from *:
     # The writer's per-value helpers (module-level `cdef inline` functions at the end of
-    # this file) inlined wherever they are called: GCC's own limits stop inlining
+    # this file) and the reader's (`cdef inline` methods) inlined wherever they are called: GCC's own limits stop inlining
     # write_atom into some item loops once it has four callers, and a call costs ~25
     # instructions a value. The names are Cython's for them (prefix, module path,
     # name); if they ever change, these declarations name nothing and only speed is lost.
@@ -80,8 +80,6 @@ cdef extern from *:
     PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_write_int_value(
         struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
     PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_put_short_str(
-        struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
-    PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_write_dict_fast(
         struct __pyx_obj_6pyfory_5_core_WriteContext *, PyObject *);
     PYFORY_ALWAYS_INLINE int __pyx_f_6pyfory_5_core_begin_write(
         struct __pyx_obj_6pyfory_5_core_WriteContext *);
@@ -1142,7 +1140,28 @@ cdef class WriteContext(Buffer):
         return 0
 
     cdef int write_dict(self, dict obj) except -1:
-        cdef Py_ssize_t n, pos = 0, count = 0, i = 0, start = self.pos
+        # small and cheap itself (the usual dict, a message's or a record's, goes on to
+        # write_small_dict); write_dict_items, with its listing arrays, only past that
+        cdef Py_ssize_t n, start = self.pos
+        cdef bint unique
+        if self.ref and self.write_ref_or_register(obj):
+            return 0
+        n = PyDict_Size(obj)
+        if n == 0:
+            return self.put_u8(FIX_DICT)
+        self.enter()
+        # the keys of a dict that is the whole payload go without the string table when
+        # strings are not tracked: no other dict can refer back to them
+        unique = not self.ref and start == self.body_start
+        if not (n <= FIX_MAX and self.overrides is None and self.write_small_dict(obj, n, unique)):
+            self.write_dict_items(obj, n, unique)
+        self.depth -= 1
+        return 0
+
+    cdef int write_dict_items(self, dict obj, Py_ssize_t n, bint unique) except -1:
+        """A dict of n > 0 items that write_small_dict did not take: its tag, count and
+        kinds, then the items (see write_dict)."""
+        cdef Py_ssize_t pos = 0, count = 0, i = 0
         cdef PyObject* k
         cdef PyObject* v
         cdef PyObject* kt = NULL
@@ -1153,23 +1172,11 @@ cdef class WriteContext(Buffer):
         cdef PyObject* small_k[SMALL_DICT]
         cdef PyObject* small_v[SMALL_DICT]
         cdef uint8_t kkind, vkind
-        cdef bint kuniform = True, vuniform = True, atoms = True, small, unique, listed
+        cdef bint kuniform = True, vuniform = True, atoms = True, small, listed
         cdef PyObject** ks
         cdef PyObject** vs
         cdef int overflow
         cdef long long iv
-        if self.ref and self.write_ref_or_register(obj):
-            return 0
-        n = PyDict_Size(obj)
-        if n == 0:
-            return self.put_u8(FIX_DICT)
-        self.enter()
-        # the keys of a dict that is the whole payload go without the string table when
-        # strings are not tracked: no other dict can refer back to them
-        unique = not self.ref and start == self.body_start
-        if n <= FIX_MAX and self.overrides is None and self.write_small_dict(obj, n, unique):
-            self.depth -= 1
-            return 0
         small = n <= SMALL_DICT
         # the items are listed by the first pass for the second: on the C stack for
         # small dicts, else (up to LIST_DICT_MAX) in the context's scratch arrays, which
@@ -1275,7 +1282,6 @@ cdef class WriteContext(Buffer):
                 count += 1
             if count != n or PyDict_Size(obj) != n:
                 raise _error.ChangedDuringSerializationError("dict changed size during iteration")
-        self.depth -= 1
         return 0
 
     cdef int write_str_keyed_atoms(self, dict obj, PyObject** keys, PyObject** values,
@@ -1375,10 +1381,10 @@ cdef class WriteContext(Buffer):
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n, bint unique) except -1:
         """The items of a small dict with str keys, as the first pass of write_dict or
-        write_small_dict kept them (a second PyDict_Next pass cost more than writing most items). Each is held
-        by a reference while written, as user code may run (an object's serializer);
-        if some did (self.foreign moved), the dict must still hold exactly these items
-        afterwards, else the payload would not be a snapshot of it."""
+        write_small_dict kept them (a second PyDict_Next pass cost more than writing most
+        items). Each is held by a reference while written, as user code may run (an
+        object's serializer); if some did (self.foreign moved), the dict must still hold
+        exactly these items afterwards, else the payload would not be a snapshot of it."""
         cdef Py_ssize_t i, mark = self.foreign
         cdef bint plain = self.overrides is None
         for i in range(n):
@@ -2735,7 +2741,8 @@ cdef class Fory:
 
     cdef object dumps_plain(self, obj):
         # dumps(obj) without options: the usual call, kept short (~10 ns less than
-        # dumps_into). Reached from Python through _dumps_plain (see install_dumps_entry)
+        # dumps_into). Reached from Python through _dumps_plain (see
+        # pyfory_install_dumps_entry)
         cdef WriteContext ctx = self._wctx
         if ctx.in_use:
             return self.dumps_into(obj, None, None, 0, None)
@@ -3006,7 +3013,7 @@ cdef inline int write_atom(WriteContext ctx, PyObject* obj, PyObject* t) except 
 cdef inline int write_nonatom(WriteContext ctx, object obj, type t) except -1:
     # write_any past the atoms (and past the overrides, which the caller checked)
     if t is dict:
-        return write_dict_fast(ctx, <dict>obj)
+        return ctx.write_dict(<dict>obj)
     if t is list:
         return ctx.write_list(<list>obj)
     if t is tuple:
@@ -3109,22 +3116,6 @@ cdef inline void end_write(WriteContext ctx) noexcept:
     if ctx.scratch is not None:
         ctx.scratch = None
     ctx.in_use = False
-
-
-cdef inline int write_dict_fast(WriteContext ctx, dict obj) except -1:
-    # write_dict's usual case, the small str-keyed dict of a message or a record, straight
-    # to write_small_dict: write_dict's own frame (its listing arrays) costs ~30
-    # instructions and a cache miss or two per dict
-    cdef Py_ssize_t n
-    if not ctx.ref and ctx.overrides is None:
-        n = PyDict_Size(obj)
-        if 0 < n <= FIX_MAX:
-            ctx.enter()
-            if ctx.write_small_dict(obj, n, ctx.pos == ctx.body_start):
-                ctx.depth -= 1
-                return 0
-            ctx.depth -= 1
-    return ctx.write_dict(obj)
 
 
 # (see pyfory_install_dumps_entry)
