@@ -31,14 +31,48 @@ cdef enum:
     # grow geometrically, and a failed write's buffer is dropped past it.
     KEEP_CAPACITY = 1 << 26
 
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+    /* 17 to 128 bytes as two, four or eight overlapping 16-byte moves (a struct of two
+       words: compilers make one vector load and store of each) */
+    typedef struct { uint64_t lo, hi; } pyfory_16_bytes;
+    static inline void pyfory_move_16(uint8_t* dst, const uint8_t* src) {
+        pyfory_16_bytes t;
+        memcpy(&t, src, 16);
+        memcpy(dst, &t, 16);
+    }
+    static inline void pyfory_copy_17_to_128(uint8_t* dst, const uint8_t* src, Py_ssize_t n) {
+        if (n > 64) {
+            pyfory_move_16(dst + 32, src + 32);
+            pyfory_move_16(dst + 48, src + 48);
+            pyfory_move_16(dst + n - 64, src + n - 64);
+            pyfory_move_16(dst + n - 48, src + n - 48);
+        }
+        if (n > 32) {
+            pyfory_move_16(dst + 16, src + 16);
+            pyfory_move_16(dst + n - 32, src + n - 32);
+        }
+        pyfory_move_16(dst, src);
+        pyfory_move_16(dst + n - 16, src + n - 16);
+    }
+    """
+    void pyfory_copy_17_to_128(uint8_t* dst, const uint8_t* src, Py_ssize_t n) nogil
+
+
 cdef inline void copy_bytes(uint8_t* dst, const void* src_, Py_ssize_t n) noexcept:
-    # memcpy, with the short copies of most strings (up to 16 bytes) done inline as two
-    # overlapping fixed-size moves instead of a call
+    # memcpy, with the short copies of most strings (up to 128 bytes) done inline as
+    # overlapping fixed-size moves: no call, and no size classes inside memcpy for the
+    # branch predictor to guess on strings of random lengths
     cdef const uint8_t* src = <const uint8_t*>src_
     cdef uint64_t a, b
     cdef uint32_t c, d
     if n > 16:
-        memcpy(dst, src, n)
+        if n > 128:
+            memcpy(dst, src, n)
+        else:
+            pyfory_copy_17_to_128(dst, src, n)
     elif n >= 8:
         memcpy(&a, src, 8)
         memcpy(&b, src + n - 8, 8)

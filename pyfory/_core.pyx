@@ -945,8 +945,18 @@ cdef class WriteContext(Buffer):
     cdef int write_seq(self, object seq, Py_ssize_t n, bint is_list) except -1:
         """A non-empty list or tuple: its tag (with the count and kind, or a small one
         of any items, FIX_LIST / FIX_TUPLE + n), then its items."""
-        cdef uint8_t kind = K_ANY if self.overrides is not None else seq_kind(seq, n, is_list)
+        cdef uint8_t kind = K_ANY
         cdef TypeInfo info
+        if self.overrides is None:
+            # The kind of a long list is guessed from its first items: write_items checks
+            # the type of every other item as it writes it, and starts over tagged (K_ANY,
+            # which a full scan would have found) at the first that differs. A first
+            # pass over every item's type cost ~1.5 ns a string on 10k-item lists, which
+            # do not fit the L2 cache twice. Strings with references are registered as
+            # they are written, so there is no starting over: a full scan first.
+            kind = seq_kind(seq, KIND_GUESS_ITEMS if n > KIND_GUESS_ITEMS else n, is_list)
+            if n > KIND_GUESS_ITEMS and (kind == K_UNIFORM or (kind == K_STR and self.ref)):
+                kind = seq_kind(seq, n, is_list)
         if kind == K_UNIFORM:
             # one type throughout (mixed types never make K_OBJECT: no second look)
             kind = K_ANY
@@ -1083,10 +1093,15 @@ cdef class WriteContext(Buffer):
         cdef double d
         start = self.pos
         self.put_u8(kind)
+        # (for K_FLOAT, K_INT and K_STR, seq_kind may have seen only the first items: an
+        # item of another type makes the items written again, tagged; see write_seq)
         if kind == K_FLOAT:
             self.reserve(8 * n)
             for i in range(n):
                 item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
+                if TYPE_OF(item) != <PyObject*>float:
+                    self.pos = start
+                    return self.write_items(seq, n, K_ANY, is_list)
                 d = PyFloat_AS_DOUBLE(<object>item)
                 memcpy(self.data + self.pos, &d, 8)
                 self.pos += 8
@@ -1094,10 +1109,11 @@ cdef class WriteContext(Buffer):
         if kind == K_INT:
             for i in range(n):
                 item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
-                overflow = 0
-                v = pyfory_int_value(<object>item, &overflow)
+                overflow = TYPE_OF(item) != <PyObject*>int
+                if not overflow:
+                    v = pyfory_int_value(<object>item, &overflow)
                 if overflow:
-                    # a big int among them: rewrite the items tagged, one by one
+                    # a big int (or another type) among them: rewrite the items tagged
                     self.pos = start
                     return self.write_items(seq, n, K_ANY, is_list)
                 if self.pos + 10 > self.size:
@@ -1105,12 +1121,18 @@ cdef class WriteContext(Buffer):
                 self.put_varuint64_unchecked((<uint64_t>v << 1) ^ <uint64_t>(v >> 63))
             return 0
         if kind == K_STR:
+            if self.ref:
+                # (all strings: write_seq scanned every item first)
+                for i in range(n):
+                    item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
+                    self.write_str_dedup(<str>item)
+                return 0
             for i in range(n):
                 item = PyList_GET_ITEM(seq, i) if is_list else PyTuple_GET_ITEM(seq, i)
-                if self.ref:
-                    self.write_str_dedup(<str>item)
-                else:
-                    self.put_str(<str>item, 0)
+                if TYPE_OF(item) != <PyObject*>str:
+                    self.pos = start
+                    return self.write_items(seq, n, K_ANY, is_list)
+                self.put_str(<str>item, 0)
             return 0
         return self.write_any_items(seq, n, is_list)
 
@@ -1499,6 +1521,7 @@ cdef class WriteContext(Buffer):
 
 cdef enum:
     K_UNIFORM = 0xFF    # (seq_kind only) every item of one type that has no packed kind
+    KIND_GUESS_ITEMS = 8    # write_seq guesses a long list's kind from this many items
 
 
 cdef inline uint8_t seq_kind(object seq, Py_ssize_t n, bint is_list) noexcept:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import pyfory
+from pyfory import quickbench
 from pyfory.error import ForyError
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -173,6 +174,65 @@ def test_two_byte_strings_take_the_shorter_of_ucs2_and_utf8(wide):
             t = "x" * at + wide + "y" * (n - at)
             assert _string_encoding(fory, t) == (1 if n <= ascii_wins else 2), (n, at)
             assert fory.loads(fory.dumps(t)) == t
+
+
+@pytest.mark.parametrize("ref", [False, True])
+def test_strings_of_every_length_are_copied_exactly(ref):
+    # Short strings are copied by overlapping fixed-size moves (up to 128 bytes) and
+    # short UCS-2 ones are probed for ASCII as they are copied (up to 32 units); every
+    # character differs from its neighbours, so a misplaced move changes the string.
+    fory = pyfory.Fory(ref=ref)
+    bases = {"ascii": 0x21, "latin1": 0xA1, "greek": 0x391, "cjk": 0x4E00, "emoji": 0x1F300}
+    for name, base in bases.items():
+        for n in range(0, 200):
+            s = "".join(chr(base + i % 90) for i in range(n))
+            mixed = "".join("x" if i % 3 == 0 else c for i, c in enumerate(s))  # some ASCII
+            for value in (s, mixed, [s, mixed, s + "!"], {"k": s}):
+                out = fory.loads(fory.dumps(value))
+                assert out == value, (name, n)
+            if not ref and n > 31 and base >= 0x391:
+                body = fory.dumps(s)[1:]
+                raw = s.encode("utf-16-le") if body[0] & 3 == 1 else s.encode("utf-8")
+                assert body.endswith(raw) and len(body) - len(raw) <= 2, (name, n)
+
+
+class _Str(str):
+    pass
+
+
+def _list_kind(data: bytes, n: int) -> int:
+    # the element kind of a long list at the top of a payload (after its header)
+    if data[0] & 0xF0 == H.HEADER_BASE:
+        data = data[1:]
+    assert data[0] == H.T_LIST
+    return data[1 + len(H.varuint(n))]
+
+
+@pytest.mark.parametrize("first", ["s", 7, 1.5], ids=["str", "int", "float"])
+@pytest.mark.parametrize("other", ["t", 8, 2.5, None, True, 2**70, -(2**63) - 1, [1], b"x",
+                                   "SUB"], ids=repr)
+@pytest.mark.parametrize("ref", [False, True])
+def test_long_lists_guess_their_kind_and_start_over_at_another_type(first, other, ref):
+    # A long list's kind is guessed from its first items and each later item checked as
+    # it is written; one item of another type makes the list tagged item by item (K_ANY),
+    # the form a scan of every item gives, wherever that item is.
+    fory = pyfory.Fory(ref=ref)
+    fory.register(_Str)
+    if other == "SUB":
+        other = _Str("a str subclass")
+    packed = {str: H.K_STR, int: H.K_INT, float: H.K_FLOAT}
+    for n in (17, 40, 300):
+        uniform = [first] * n
+        assert _list_kind(fory.dumps(uniform), n) == packed[type(first)]
+        for at in sorted({0, 7, 8, 9, n // 2, n - 1}):
+            items = list(uniform)
+            items[at] = other
+            data = fory.dumps(items)
+            same = type(other) is type(first) and (type(other) is not int or other == 8)
+            assert _list_kind(data, n) == (packed[type(first)] if same else H.K_ANY), (n, at)
+            out = fory.loads(data)
+            assert quickbench.deep_equal(out, items) and type(out[at]) is type(other)
+            assert fory.loads(fory.dumps(tuple(items))) == tuple(items)
 
 
 def _utf8_payload(raw: bytes) -> bytes:
