@@ -112,14 +112,51 @@ cdef extern from *:
     """
     static PyCFunction pyfory_dumps_one = NULL;
     static PyObject *(*pyfory_dumps_full)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *) = NULL;
+    /* the error dumps raises for an exception e: e itself, or a new one (see
+       dumps_failure_of); NULL with an error set if that failed */
+    static PyObject *(*pyfory_dumps_failure)(PyObject *) = NULL;
+    /* _dumps_plain raised: raise what dumps raises for it instead, with the original as
+       its cause (as `raise failure from e`). Done here, on the error path only: a
+       try/except in _dumps_plain saves and restores the thread's exception state on
+       every call (~35 instructions of a small dict's ~900). */
+    static PyObject *pyfory_dumps_failed(void) {
+        PyObject *t, *v, *tb, *f;
+        PyErr_Fetch(&t, &v, &tb);
+        PyErr_NormalizeException(&t, &v, &tb);
+        if (v == NULL) {
+            PyErr_Restore(t, v, tb);
+            return NULL;
+        }
+        if (tb != NULL) PyException_SetTraceback(v, tb);
+        f = pyfory_dumps_failure(v);
+        if (f == NULL || f == v) {
+            Py_XDECREF(f);
+            if (f == NULL) {
+                Py_XDECREF(t); Py_DECREF(v); Py_XDECREF(tb);
+            } else {
+                PyErr_Restore(t, v, tb);
+            }
+            return NULL;
+        }
+        Py_INCREF(v);
+        PyException_SetContext(f, v);   /* (both steal a reference to v) */
+        PyException_SetCause(f, v);
+        Py_XDECREF(t); Py_XDECREF(tb);
+        Py_INCREF(Py_TYPE(f));
+        PyErr_Restore((PyObject *)Py_TYPE(f), f, NULL);   /* (steals both) */
+        return NULL;
+    }
     static PyObject *pyfory_dumps_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                         PyObject *kwnames) {
-        if (nargs == 1 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0))
-            return pyfory_dumps_one(self, args[0]);
+        PyObject *r;
+        if (nargs == 1 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
+            r = pyfory_dumps_one(self, args[0]);
+            return r != NULL ? r : pyfory_dumps_failed();
+        }
         return pyfory_dumps_full(self, args, nargs, kwnames);
     }
     static PyMethodDef pyfory_dumps_def = {"dumps", NULL, METH_FASTCALL | METH_KEYWORDS, NULL};
-    static int pyfory_install_dumps_entry(PyTypeObject *type) {
+    static int pyfory_install_dumps_entry(PyTypeObject *type, PyObject *(*failure)(PyObject *)) {
         PyObject *dict = type->tp_dict, *full, *one, *d;
         PyMethodDef *fm, *om;
         if (dict == NULL) return 0;
@@ -134,6 +171,7 @@ cdef extern from *:
             return 0;
         pyfory_dumps_full = (PyObject *(*)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *))(void (*)(void))fm->ml_meth;
         pyfory_dumps_one = om->ml_meth;
+        pyfory_dumps_failure = failure;
         pyfory_dumps_def.ml_meth = (PyCFunction)(void (*)(void))pyfory_dumps_entry;
         pyfory_dumps_def.ml_doc = fm->ml_doc;
         d = PyDescr_NewMethod(type, &pyfory_dumps_def);
@@ -148,7 +186,7 @@ cdef extern from *:
         return 1;
     }
     """
-    int pyfory_install_dumps_entry(type t) except -1
+    int pyfory_install_dumps_entry(type t, object (*failure)(object)) except -1
 
 cdef extern from *:
     # exported by every CPython since 3.6; from 3.13 on declared in an internal header only
@@ -202,6 +240,7 @@ cdef extern from "Python.h":
         Py_ssize_t allocated
     void* PyMem_Malloc(size_t n)
     void Py_SET_SIZE(object o, Py_ssize_t n)
+    Py_ssize_t PyDict_GET_SIZE(object d)
     void Py_INCREF_raw "Py_INCREF"(PyObject* o)
     void Py_DECREF_raw "Py_DECREF"(PyObject* o)
     # new references as raw pointers: stored straight into a list's item array
@@ -1168,7 +1207,7 @@ cdef class WriteContext(Buffer):
         cdef bint unique
         if self.ref and self.write_ref_or_register(obj):
             return 0
-        n = PyDict_Size(obj)
+        n = PyDict_GET_SIZE(obj)
         if n == 0:
             return self.put_u8(FIX_DICT)
         self.enter()
@@ -2752,7 +2791,13 @@ cdef class Fory:
         keeps the object out of the payload, to be handed back in order as
         `loads(..., unsupported_objects=[...])`; a true result raises as without it."""
         if buffer is None and buffer_callback is None and unsupported_callback is None:
-            return self.dumps_plain(obj)
+            try:
+                return self.dumps_plain(obj)
+            except (ForyError, RecursionError) as e:
+                failure = _dumps_failure(e)
+                if failure is e:
+                    raise
+                raise failure from e
         if buffer is not None and not isinstance(buffer, Buffer) and callable(buffer):
             # dumps(obj, callback): buffer_callback given by position, as before
             buffer, buffer_callback = None, buffer
@@ -2765,7 +2810,8 @@ cdef class Fory:
     cdef object dumps_plain(self, obj):
         # dumps(obj) without options: the usual call, kept short (~10 ns less than
         # dumps_into). Reached from Python through _dumps_plain (see
-        # pyfory_install_dumps_entry)
+        # pyfory_install_dumps_entry). Its errors are raised as they come: its callers
+        # raise what dumps raises for them (_dumps_failure)
         cdef WriteContext ctx = self._wctx
         if ctx.in_use:
             return self.dumps_into(obj, None, None, 0, None)
@@ -2776,17 +2822,13 @@ cdef class Fory:
             ctx.body_start = ctx.pos
             ctx.write_any(obj)
             return ctx.finish()
-        except (ForyError, RecursionError) as e:
-            failure = _dumps_failure(e)
-            if failure is e:
-                raise
-            raise failure from e
         finally:
             end_write(ctx)
 
     @cython.always_allow_keywords(False)    # (METH_O: one argument, no parsing)
     def _dumps_plain(self, obj):
-        """dumps(obj), one argument (what a call of dumps with one argument runs)."""
+        """dumps(obj), one argument: what a call of dumps with one argument runs, through
+        an entry that also converts its errors (not meant to be called by name)."""
         return self.dumps_plain(obj)
 
     def reset(self):
@@ -3142,4 +3184,11 @@ cdef inline void end_write(WriteContext ctx) noexcept:
 
 
 # (see pyfory_install_dumps_entry)
-DUMPS_ENTRY_INSTALLED = pyfory_install_dumps_entry(Fory) == 1
+cdef object dumps_failure_of(object e):
+    # (for pyfory_dumps_failed) the error dumps raises for the exception e
+    if isinstance(e, (ForyError, RecursionError)):
+        return _dumps_failure(e)
+    return e
+
+
+DUMPS_ENTRY_INSTALLED = pyfory_install_dumps_entry(Fory, dumps_failure_of) == 1

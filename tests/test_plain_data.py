@@ -11,7 +11,7 @@ import pytest
 
 import pyfory
 from pyfory import quickbench
-from pyfory.error import ForyError
+from pyfory.error import DepthLimitError, ForyError
 
 sys.path.insert(0, os.path.dirname(__file__))
 import handmade as H  # noqa: E402
@@ -420,3 +420,17 @@ def test_dumps_with_one_argument_takes_the_short_entry_and_the_same_bytes():
     # an error inside still comes out as pyfory's (and pickle's) error
     with pytest.raises(ForyError):
         pyfory.Fory(strict=True).dumps(lambda: 1)
+
+    # and a RecursionError as a DepthLimitError caused by it, on both paths (the short
+    # entry converts its errors in C, on the error path only)
+    class Endless:
+        def __getattribute__(self, name):
+            return getattr(self, name)
+
+    loose = pyfory.Fory(strict=False)
+    for call in (lambda: loose.dumps(Endless()), lambda: loose.dumps(Endless(), None)):
+        with pytest.raises(DepthLimitError, match="recursion") as info:
+            call()
+        assert isinstance(info.value.__cause__, RecursionError)
+        assert info.value.__context__ is info.value.__cause__ and info.value.__suppress_context__
+        assert loose.dumps(value) == plain   # the state was reset
