@@ -360,7 +360,7 @@ def _extra_zmq(quick: bool) -> Dict[str, Any]:
 
     repeats = 2 if quick else 5
     out = []
-    for part in (Z.bench_small, Z.bench_array, Z.bench_executor):
+    for part in (Z.bench_small, Z.bench_stream, Z.bench_array, Z.bench_executor):
         for name, ours, base, label in part(repeats, quick):
             ok = ours == ours and base == base and base
             unit = "MB/s" if "MB/s" in name else "/s"

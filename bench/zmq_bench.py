@@ -1,7 +1,7 @@
 """ZeroMQ benchmarks: pyfory.integrations.zmq against pyzmq's send_pyobj/recv_pyobj (pickle).
 
     python bench/zmq_bench.py              # everything, about a minute
-    python bench/zmq_bench.py small array  # only some parts: small, inproc, array, executor
+    python bench/zmq_bench.py small array  # only some parts: small, stream, inproc, array, executor
     python bench/zmq_bench.py --quick      # fewer repetitions
 
 Not a test: it prints a table of rates and ratios (higher ratio = pyfory faster); each
@@ -10,6 +10,10 @@ rate is the median of several rounds, the contenders alternating within every ro
 - small: round trips per second over tcp://127.0.0.1 between two processes (an echo
   process loads and re-sends every message) for a 3-key dict and a 2,000-record JSON-like
   list: fzmq.send/recv against send_pyobj/recv_pyobj.
+- stream: messages per second one way over tcp://127.0.0.1 between two processes: 100,000
+  3-key dicts sent back to back, received and loaded by the other process, which
+  acknowledges the end marker. Where the round trip above waits on the sockets' latency
+  for every message, this is paced by the per-message work of both ends.
 - array: a 100 MB float64 numpy array one way over tcp://127.0.0.1 (time until the
   receiver has the array and acknowledges), against send_pyobj and against raw
   ``send(array, copy=False)`` of its bytes received with ``copy=False`` (the limit).
@@ -87,6 +91,12 @@ def _serve(mode: str, address: str) -> None:
             if obj == "stop":
                 break
             sock.send_pyobj(obj)
+        elif mode in ("fory-stream", "pickle-stream"):
+            obj = fzmq.recv(sock) if mode == "fory-stream" else sock.recv_pyobj()
+            if obj == "stop":
+                break
+            if obj == "end":
+                sock.send(b"ok")
         elif mode == "fory-sink":
             obj = fzmq.recv(sock)
             if isinstance(obj, str):
@@ -157,25 +167,53 @@ def _echo_peer(mode: str, value):
     return peer, loop, stop
 
 
+def _peer_rates(make_peer, value, count: int, repeats: int) -> dict:
+    """Messages (or round trips) per second of pyfory and pickle, each with its own peer
+    process, interleaved and warmed up; the peers are stopped afterwards."""
+    peers = {mode: make_peer(mode, value) for mode in ("fory", "pickle")}
+    for _, loop, _ in peers.values():
+        loop(max(1, count // 10))  # warm up (and wait for the connection)
+
+    def timed(loop):
+        t = time.perf_counter()
+        loop(count)
+        return count / (time.perf_counter() - t)
+
+    rates = _interleaved_median({mode: functools.partial(timed, loop) for mode, (_, loop, _) in peers.items()},
+                                repeats * 2)
+    for peer, _, stop in peers.values():
+        peer.close(stop)
+    return rates
+
+
 def bench_small(repeats: int, quick: bool):
     rows = []
     for label, value, count in (("3-key dict", small_dict(), 2000 if quick else 5000),
                                 ("2,000 records", records(), 20 if quick else 60)):
-        peers = {mode: _echo_peer(mode, value) for mode in ("fory", "pickle")}
-        for _, loop, _ in peers.values():
-            loop(max(1, count // 10))  # warm up (and wait for the connection)
-
-        def timed(loop, n=count):
-            t = time.perf_counter()
-            loop(n)
-            return n / (time.perf_counter() - t)
-
-        rates = _interleaved_median({mode: functools.partial(timed, loop) for mode, (_, loop, _) in peers.items()},
-                                  repeats * 2)
-        for peer, _, stop in peers.values():
-            peer.close(stop)
+        rates = _peer_rates(_echo_peer, value, count, repeats)
         rows.append((f"round trips/s, {label}", rates["fory"], rates["pickle"], "send_pyobj"))
     return rows
+
+
+def _stream_peer(mode: str, value):
+    peer = Peer(f"{mode}-stream")
+    sock = peer.sock
+    send = functools.partial(fzmq.send, sock) if mode == "fory" else sock.send_pyobj
+
+    def loop(n):
+        # n messages one way, then an end marker the peer acknowledges once it has
+        # received and loaded all of them (the queues' high-water marks pace the sender)
+        for _ in range(n):
+            send(value)
+        send("end")
+        sock.recv()
+
+    return peer, loop, functools.partial(send, "stop")
+
+
+def bench_stream(repeats: int, quick: bool):
+    rates = _peer_rates(_stream_peer, small_dict(), 20_000 if quick else 100_000, repeats)
+    return [("messages/s one way, 3-key dict", rates["fory"], rates["pickle"], "send_pyobj")]
 
 
 def bench_inproc(repeats: int, quick: bool):
@@ -303,7 +341,7 @@ def bench_executor(repeats: int, quick: bool):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("parts", nargs="*", default=["small", "inproc", "array", "executor"])
+    parser.add_argument("parts", nargs="*", default=["small", "stream", "inproc", "array", "executor"])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve", nargs=2, metavar=("MODE", "ADDRESS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -313,7 +351,7 @@ def main(argv=None) -> int:
     repeats = 2 if args.quick else 5
     rows = []
     for part in args.parts:
-        rows += {"small": bench_small, "inproc": bench_inproc, "array": bench_array,
+        rows += {"small": bench_small, "stream": bench_stream, "inproc": bench_inproc, "array": bench_array,
                  "executor": bench_executor}[part](repeats, args.quick)
     print(f"\npyfory.integrations.zmq benchmarks (python {sys.version.split()[0]}, pyzmq {zmq.__version__}, "
           f"libzmq {zmq.zmq_version()}, {os.cpu_count()} CPUs)\n")
