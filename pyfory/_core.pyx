@@ -65,10 +65,11 @@ from pyfory.error import (
 
 cdef extern from *:
     # The writer's per-value helpers (module-level `cdef inline` functions at the end of
-    # this file) and the reader's (`cdef inline` methods) inlined wherever they are called: GCC's own limits stop inlining
-    # write_atom into some item loops once it has four callers, and a call costs ~25
-    # instructions a value. The names are Cython's for them (prefix, module path,
-    # name); if they ever change, these declarations name nothing and only speed is lost.
+    # this file) and the reader's (`cdef inline` methods) inlined wherever they are
+    # called: GCC's own limits stop inlining write_atom into some item loops once it
+    # has four callers, and a call costs ~25 instructions a value. The names are
+    # Cython's for them (prefix, module path, name); if they ever change, these
+    # declarations name nothing and only speed is lost.
     """
     #if defined(__GNUC__)
     struct __pyx_obj_6pyfory_5_core_WriteContext;
@@ -2790,14 +2791,6 @@ cdef class Fory:
         class not registered in strict mode, one the resolver refuses); a falsy result
         keeps the object out of the payload, to be handed back in order as
         `loads(..., unsupported_objects=[...])`; a true result raises as without it."""
-        if buffer is None and buffer_callback is None and unsupported_callback is None:
-            try:
-                return self.dumps_plain(obj)
-            except (ForyError, RecursionError) as e:
-                failure = _dumps_failure(e)
-                if failure is e:
-                    raise
-                raise failure from e
         if buffer is not None and not isinstance(buffer, Buffer) and callable(buffer):
             # dumps(obj, callback): buffer_callback given by position, as before
             buffer, buffer_callback = None, buffer
@@ -2810,8 +2803,9 @@ cdef class Fory:
     cdef object dumps_plain(self, obj):
         # dumps(obj) without options: the usual call, kept short (~10 ns less than
         # dumps_into). Reached from Python through _dumps_plain (see
-        # pyfory_install_dumps_entry). Its errors are raised as they come: its callers
-        # raise what dumps raises for them (_dumps_failure)
+        # pyfory_install_dumps_entry, which raises what dumps raises for its errors:
+        # they come out of here unconverted). A call of dumps with options or keywords
+        # goes to dumps_into, which converts its own.
         cdef WriteContext ctx = self._wctx
         if ctx.in_use:
             return self.dumps_into(obj, None, None, 0, None)
