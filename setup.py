@@ -19,6 +19,8 @@ extensions = [
     Extension("pyfory._core", ["pyfory/_core.pyx"]),
     Extension("pyfory._objects", ["pyfory/_objects.pyx"]),
     Extension("pyfory._reduce", ["pyfory/_reduce.pyx"]),
+    # the ZeroMQ transport's direct libzmq calls (no zmq header or library needed to build)
+    Extension("pyfory.integrations.zmq._libzmq", ["integrations/zmq/_libzmq.pyx"]),
 ]
 
 setup(

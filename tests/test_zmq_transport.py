@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import os
 import random
+import signal
 import threading
 
 import pytest
@@ -15,6 +16,7 @@ zmq = pytest.importorskip("zmq")
 pytest.importorskip("zmq.asyncio")
 
 from pyfory.integrations import zmq as fzmq  # noqa: E402
+from pyfory.integrations.zmq import transport  # noqa: E402
 
 import pyfory  # noqa: E402
 from pyfory.error import (  # noqa: E402
@@ -67,8 +69,20 @@ def _configure(sock):
     return sock
 
 
+@pytest.fixture(params=["libzmq", "pyzmq"])
+def io_path(request, monkeypatch):
+    """Each test of sockets runs on both ways the transport sends and receives one-frame
+    messages: libzmq's functions called directly (where pyzmq's Cython backend gives
+    them) and pyzmq's own send/recv (zmq.Frame), the fallback everywhere else."""
+    if request.param == "pyzmq":
+        monkeypatch.setattr(transport, "_libzmq", None)
+    elif transport._libzmq is None:
+        pytest.skip("the direct libzmq path is not available with this pyzmq")
+    return request.param
+
+
 @pytest.fixture(params=["inproc", "ipc", "tcp"])
-def pair(request, ctx, tmp_path):
+def pair(request, ctx, tmp_path, io_path):
     """Two connected PAIR sockets over each transport."""
     a = _configure(ctx.socket(zmq.PAIR))
     b = _configure(ctx.socket(zmq.PAIR))
@@ -488,3 +502,173 @@ def test_send_keeps_a_socket_class_override_of_send(ctx):
     # and a plain socket's message arrives whole through the direct path
     fzmq.send(b, ["back", 1.5])
     assert fzmq.recv(a) == ["back", 1.5]
+
+
+# -- the direct libzmq path and pyzmq's error behaviour ----------------------------------
+
+
+def test_direct_libzmq_path_is_bound_with_pyzmqs_cython_backend():
+    # pyzmq's wheels are its Cython backend: there the one-frame path must be available,
+    # or every small message pays for a zmq.Frame again
+    if zmq.backend.Socket.__module__.startswith("zmq.backend.cython"):
+        assert transport._libzmq is not None
+        assert set(transport._libzmq.FUNCTIONS) >= {"zmq_msg_recv", "zmq_msg_more", "zmq_send"}
+    else:  # pragma: no cover - another backend (PyPy's CFFI)
+        assert transport._libzmq is None
+
+
+def test_small_messages_take_the_direct_path(ctx, monkeypatch):
+    if transport._libzmq is None:
+        pytest.skip("the direct libzmq path is not available with this pyzmq")
+    calls = []
+
+    class Counting:
+        FUNCTIONS = transport._libzmq.FUNCTIONS
+
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(_real, name)
+
+    _real = transport._libzmq
+    monkeypatch.setattr(transport, "_libzmq", Counting())
+    a = _configure(ctx.socket(zmq.PAIR))
+    b = _configure(ctx.socket(zmq.PAIR))
+    a.bind(f"inproc://direct-{id(a)}")
+    b.connect(f"inproc://direct-{id(a)}")
+    fzmq.send(a, {"id": 1})
+    assert fzmq.recv(b) == {"id": 1}
+    assert calls == ["send_bytes", "recv_frame"]
+    a.close(0)
+    b.close(0)
+
+
+def test_large_in_band_payload_is_read_in_place(pair):
+    # a payload frame of at least zmq.COPY_THRESHOLD bytes is not copied on receipt
+    a, b = pair
+    value = {"text": "é" * 300_000, "ints": list(range(50_000))}
+    fzmq.send(a, value)
+    assert fzmq.recv(b) == value
+    if transport._libzmq is not None:
+        fzmq.send(a, value)
+        frame = transport._libzmq.recv_frame(b.underlying, 0)
+        assert isinstance(frame, transport._libzmq.Message)
+        assert len(frame) == len(memoryview(frame)) >= zmq.COPY_THRESHOLD
+        assert memoryview(frame).readonly
+        assert fzmq.decode([frame]) == value
+        assert fzmq.decode([frame.bytes]) == value
+
+
+@needs_numpy
+@pytest.mark.parametrize("copy", [False, True])
+def test_large_payload_frame_with_buffer_frames(pair, copy):
+    a, b = pair
+    value = {"text": "x" * 200_000, "array": np.arange(100_000, dtype=np.float64)}
+    fzmq.send(a, value)
+    got = fzmq.recv(b, copy=copy)
+    assert got["text"] == value["text"]
+    assert np.array_equal(got["array"], value["array"])
+
+
+def test_message_object_on_its_own():
+    if transport._libzmq is None:
+        pytest.skip("the direct libzmq path is not available with this pyzmq")
+    empty = transport._libzmq.Message()
+    assert len(empty) == 0 and empty.bytes == b"" and bytes(memoryview(empty)) == b""
+
+
+def test_closed_socket_raises_enotsock(ctx, io_path):
+    a = _configure(ctx.socket(zmq.PAIR))
+    a.bind(f"inproc://closed-{id(a)}")
+    a.close(0)
+    for operation in (lambda: fzmq.recv(a), lambda: fzmq.send(a, {"id": 1})):
+        with pytest.raises(zmq.ZMQError) as info:
+            operation()
+        assert info.value.errno == zmq.ENOTSOCK
+
+
+def test_receive_timeout_raises_again_once(ctx, io_path):
+    import time
+
+    a = ctx.socket(zmq.PAIR)
+    a.linger = 0
+    a.rcvtimeo = 200
+    a.bind(f"inproc://timeout-{id(a)}")
+    start = time.monotonic()
+    with pytest.raises(zmq.Again):
+        fzmq.recv(a)
+    # (not twice the timeout: the error is raised where it happened, not retried)
+    assert 0.15 <= time.monotonic() - start < 5
+    a.close(0)
+
+
+def test_send_on_a_full_queue_raises_again(ctx, io_path):
+    a = ctx.socket(zmq.PAIR)
+    a.linger = 0
+    a.sndhwm = 1
+    a.bind(f"inproc://full-{id(a)}")  # nobody connected: the first send has nowhere to go
+    with pytest.raises(zmq.Again):
+        fzmq.send(a, {"id": 1}, zmq.NOBLOCK)
+    a.close(0)
+
+
+def test_context_terminated_while_receiving(io_path):
+    context = zmq.Context()
+    a = context.socket(zmq.PAIR)
+    a.linger = 0
+    a.bind(f"inproc://term-{id(a)}")
+    outcome = []
+    started = threading.Event()
+
+    def receive():
+        started.set()
+        try:
+            fzmq.recv(a)
+        except zmq.ContextTerminated as e:
+            outcome.append(e)
+        a.close(0)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    started.wait(10)
+    context.term()  # returns once the blocked recv has failed and the socket is closed
+    thread.join(10)
+    assert not thread.is_alive() and len(outcome) == 1
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_signal_during_a_blocking_receive(ctx, io_path):
+    """A signal handler's exception interrupts a blocked recv (Ctrl-C works); after a
+    handler that returns, the recv goes on waiting and gets the message."""
+    a = _configure(ctx.socket(zmq.PAIR))
+    b = _configure(ctx.socket(zmq.PAIR))
+    a.bind(f"inproc://signal-{id(a)}")
+    b.connect(f"inproc://signal-{id(a)}")
+
+    class Interrupted(Exception):
+        pass
+
+    def raising(signum, frame):
+        raise Interrupted()
+
+    handled = threading.Event()
+
+    def returning(signum, frame):
+        handled.set()
+
+    previous = signal.signal(signal.SIGALRM, raising)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupted):
+            fzmq.recv(b)
+        signal.signal(signal.SIGALRM, returning)
+        sender = threading.Thread(target=lambda: handled.wait(10) and fzmq.send(a, "after the signal"))
+        sender.start()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        assert fzmq.recv(b) == "after the signal"
+        sender.join(10)
+        assert handled.is_set()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    a.close(0)
+    b.close(0)
