@@ -3,6 +3,8 @@
     python bench/zmq_bench.py              # everything, about a minute
     python bench/zmq_bench.py small array  # only some parts: small, stream, inproc, array, executor
     python bench/zmq_bench.py --quick      # fewer repetitions
+    python bench/zmq_bench.py --pyzmq-path # ours through pyzmq's send/recv (zmq.Frame) only,
+                                           # to see what the direct libzmq calls buy
 
 Not a test: it prints a table of rates and ratios (higher ratio = pyfory faster); each
 rate is the median of several rounds, the contenders alternating within every round.
@@ -124,7 +126,8 @@ class Peer:
         self.sock.linger = 0
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", mode,
-                                      f"tcp://127.0.0.1:{port}"],
+                                      f"tcp://127.0.0.1:{port}"]
+                                     + (["--pyzmq-path"] if fzmq.transport._libzmq is None else []),
                                      env={**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd()
                                                                                       for p in sys.path)})
 
@@ -343,8 +346,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("parts", nargs="*", default=["small", "stream", "inproc", "array", "executor"])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pyzmq-path", action="store_true",
+                        help="send and receive through pyzmq's send/recv only (no direct libzmq calls)")
     parser.add_argument("--serve", nargs=2, metavar=("MODE", "ADDRESS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.pyzmq_path:
+        fzmq.transport._libzmq = None
     if args.serve:
         _serve(*args.serve)
         return 0
@@ -354,7 +361,8 @@ def main(argv=None) -> int:
         rows += {"small": bench_small, "stream": bench_stream, "inproc": bench_inproc, "array": bench_array,
                  "executor": bench_executor}[part](repeats, args.quick)
     print(f"\npyfory.integrations.zmq benchmarks (python {sys.version.split()[0]}, pyzmq {zmq.__version__}, "
-          f"libzmq {zmq.zmq_version()}, {os.cpu_count()} CPUs)\n")
+          f"libzmq {zmq.zmq_version()}, {os.cpu_count()} CPUs; ours "
+          f"{'through pyzmq' if fzmq.transport._libzmq is None else 'with direct libzmq calls'})\n")
     print(f"| {'measure':45} | {'pyfory':>12} | {'baseline':>12} | {'ratio':>6} | baseline |")
     print(f"|{'-' * 47}|{'-' * 14}|{'-' * 14}|{'-' * 8}|----------|")
     for name, ours, base, label in rows:
