@@ -26,9 +26,9 @@ What it runs
    the functions they expose: ``bench/oob.py`` (``cases``), ``bench/executor_bench.py``
    (``make_executors``, ``bench_tiny_tasks``, ``bench_big_array``, ``bench_pool_map``) and
    ``bench/zmq_bench.py`` (``bench_small``, ``bench_stream``, ``bench_inproc``, ``bench_array``,
-   ``bench_executor``). They use
-   their own statistics (stated in the report) and are not part of the bars. A script that
-   cannot be imported or fails is reported as such, with the error.
+   ``bench_executor``). They use their own statistics (stated in the report) and are not
+   part of the bars. A script that cannot be imported or fails is reported as such, with
+   the error.
 
 The markdown states the machine (CPU model from /proc/cpuinfo, cores, memory, Python, OS,
 load average before and after, niceness) and the pyfory revision measured.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import threading
 from typing import Any, Optional, Sequence
 
@@ -76,20 +77,23 @@ def _bind_libzmq() -> Any:
     libzmq older than 4.1 (another zmq_msg_t), or the extension not built."""
     if _BACKEND_SEND is None or zmq.zmq_version_info() < (4, 1):
         return None
+    # the extension module that defines pyzmq's Socket (zmq.backend.cython._zmq since
+    # pyzmq 26, zmq.backend.cython.socket before)
+    backend = sys.modules.get(zmq.backend.Socket.__module__)
+    if not zmq.backend.Socket.__module__.startswith("zmq.backend.cython.") or backend is None:
+        return None
     try:
         import ctypes
 
         from pyfory.integrations.zmq import _libzmq
-        from zmq.backend.cython import _zmq as backend
-        if backend.Socket is not zmq.backend.Socket:
-            return None
+
         # dlopen of a loaded library gives its handle; dlsym on it also searches the
         # libraries it depends on, the libzmq its sockets live in
         lib = ctypes.CDLL(backend.__file__)
         addresses = {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
                      for name in _libzmq.FUNCTIONS}
         _libzmq.bind(addresses, _raise_zmq_error, zmq.COPY_THRESHOLD)
-    except (ImportError, OSError, AttributeError, ValueError) as e:
+    except (ImportError, OSError, AttributeError, TypeError, ValueError) as e:
         log.debug("pyfory.integrations.zmq: pyzmq's Frame path only (%s)", e)
         return None
     return _libzmq
