@@ -576,6 +576,22 @@ def test_message_object_on_its_own():
     assert len(empty) == 0 and empty.bytes == b"" and bytes(memoryview(empty)) == b""
 
 
+def test_direct_calls_refuse_what_is_not_a_socket_or_bytes(ctx):
+    if transport._libzmq is None:
+        pytest.skip("the direct libzmq path is not available with this pyzmq")
+    a = _configure(ctx.socket(zmq.PAIR))
+    with pytest.raises(TypeError):
+        transport._libzmq.send_bytes(a.underlying, None, 0)
+    with pytest.raises(TypeError):
+        transport._libzmq.send_bytes(a.underlying, bytearray(b"x"), 0)
+    # libzmq checks a null socket itself: ENOTSOCK, as pyzmq raises for a closed socket
+    for call in (lambda: transport._libzmq.recv_frame(0, 0), lambda: transport._libzmq.send_bytes(0, b"x", 0)):
+        with pytest.raises(zmq.ZMQError) as info:
+            call()
+        assert info.value.errno == zmq.ENOTSOCK
+    a.close(0)
+
+
 def test_closed_socket_raises_enotsock(ctx, io_path):
     a = _configure(ctx.socket(zmq.PAIR))
     a.bind(f"inproc://closed-{id(a)}")

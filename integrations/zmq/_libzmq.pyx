@@ -164,7 +164,7 @@ def recv_frame(uintptr_t socket, int flags):
     return frame
 
 
-def send_bytes(uintptr_t socket, bytes data, int flags):
+def send_bytes(uintptr_t socket, bytes data not None, int flags):
     """Send data as one frame (copied by libzmq, as pyzmq's send(copy=True) does) on the
     libzmq socket at that address."""
     cdef const char *p = PyBytes_AS_STRING(data)
