@@ -163,6 +163,7 @@ cdef class WriteContext(Buffer):
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n, bint unique) except -1
     cdef int write_small_dict(self, dict obj, Py_ssize_t n, bint unique) except -1
+    cdef int write_flat_dict(self, dict obj, Py_ssize_t n) except -1
     cdef int write_str_keyed_atoms(self, dict obj, PyObject** keys, PyObject** values,
                                    Py_ssize_t n, uint8_t vkind, bint unique) except -1
     cdef int write_setlike(self, object obj, uint8_t tag) except -1

@@ -1215,7 +1215,8 @@ cdef class WriteContext(Buffer):
         # the keys of a dict that is the whole payload go without the string table when
         # strings are not tracked: no other dict can refer back to them
         unique = not self.ref and start == self.body_start
-        if not (n <= FIX_MAX and self.overrides is None and self.write_small_dict(obj, n, unique)):
+        if not (n <= FIX_MAX and self.overrides is None
+                and (self.write_flat_dict(obj, n) if unique else self.write_small_dict(obj, n, False))):
             self.write_dict_items(obj, n, unique)
         self.depth -= 1
         return 0
@@ -1439,6 +1440,31 @@ cdef class WriteContext(Buffer):
                 self.write_str_dedup(<str>ks[i])
             write_atom(self, vs[i], TYPE_OF(vs[i]))
         return 1
+
+    cdef int write_flat_dict(self, dict obj, Py_ssize_t n) except -1:
+        """write_small_dict for the dict that is the whole payload (its keys go without
+        the string table), in one pass when every item is a str key and an atom value
+        (the usual message): each item is written as PyDict_Next gives it. At the first
+        item that is not, what was written is taken back and write_small_dict's two
+        passes run: at most one prefix of atoms written twice. 0 or 1 as
+        write_small_dict."""
+        cdef Py_ssize_t start = self.pos, pos = 0, i = 0
+        cdef PyObject* k
+        cdef PyObject* v
+        self.put_u8(FIX_DICT + <uint8_t>n)
+        # (writing atoms runs no user code: the dict cannot change under the loop)
+        while PyDict_Next(obj, &pos, &k, &v):
+            if i == n or TYPE_OF(k) != <PyObject*>str:
+                break
+            put_short_str(self, k)
+            if not write_atom(self, v, TYPE_OF(v)):
+                break
+            i += 1
+        else:
+            if i == n:
+                return 1
+        self.pos = start
+        return self.write_small_dict(obj, n, True)
 
     cdef int write_held_items(self, dict obj, PyObject** keys, PyObject** values,
                               Py_ssize_t n, bint unique) except -1:

@@ -347,6 +347,39 @@ def test_top_level_dict_keys_skip_the_string_table_without_ref():
     assert pyfory.Fory(ref=True).dumps({"ab": 1})[2] & 4
 
 
+class _Key(str):
+    pass
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 15])
+def test_top_level_dict_written_in_one_pass_takes_back_its_prefix(n):
+    # The dict that is the whole payload is written as PyDict_Next gives its items; at
+    # the first item that is not a str key with an atom value, the prefix is taken back
+    # and the two-pass writer runs. Either way the bytes are the header, then each key
+    # (its length in the header byte) and value in order.
+    fory = pyfory.Fory()
+    atoms = [1, "v", 2.5, None, True, 2**70, "日本", -300]
+    for p in range(n):
+        for other in ([1, "x"], (2,), b"bytes", frozenset({3}), bytearray(b"z")):
+            d = {f"k{i}": (other if i == p else atoms[i % len(atoms)]) for i in range(n)}
+            data = fory.dumps(d)
+            expected = bytes([0x40 + n]) + b"".join(
+                bytes([len(k) << 3]) + k.encode() + fory.dumps(v) for k, v in d.items())
+            assert data == expected
+            out = fory.loads(data)
+            assert out == d and list(out) == list(d)
+        # keys that are not exactly str, at each position: the general dict writer
+        lax = pyfory.Fory(strict=False)     # (a str subclass is a class of its own)
+        for key in (p, _Key(f"k{p}"), (p,)):
+            d = {(key if i == p else f"k{i}"): atoms[i % len(atoms)] for i in range(n)}
+            out = lax.loads(lax.dumps(d))
+            assert out == d and list(out) == list(d)
+            assert [type(k) for k in out] == [type(k) for k in d]
+        # a dict below it, at each position (its keys go through the string table)
+        d = {f"k{i}": ({"x": i} if i == p else atoms[i % len(atoms)]) for i in range(n)}
+        assert fory.loads(fory.dumps(d)) == d
+
+
 # ---- the tags that carry their value or count (format 3) ---------------------------------
 def test_small_values_are_written_in_their_tags():
     fory = pyfory.Fory()
