@@ -205,21 +205,18 @@ def recv(socket: zmq.Socket, flags: int = 0, copy: bool = False, *, fory: Any = 
     # costs ~0.7 us, several times a 3-key dict's loads, and asking the socket whether
     # more frames follow (RCVMORE) about 1 us of pyzmq.
     if _libzmq is not None and type(socket).recv is _BACKEND_RECV and not socket._closed:
-        first = _libzmq.recv_frame(socket.underlying, flags)
-        if type(first) is not list:
-            if fory is None:
-                fory = _thread_fory()
-            return fory.loads(first)
-        frames = first
-        if copy and type(frames[0]) is not bytes:
-            frames[0] = frames[0].bytes
+        first = _libzmq.recv_frame(socket.underlying, flags)    # a list when more follow
+        more = type(first) is list
+        if more:
+            first = first[0]
     else:
         first = socket.recv(flags, copy=False)
-        if not first.more:
-            if fory is None:
-                fory = _thread_fory()
-            return fory.loads(first)
-        frames = [first if not copy else first.bytes]
+        more = first.more
+    if not more:
+        if fory is None:
+            fory = _thread_fory()
+        return fory.loads(first)
+    frames = [first if not copy or type(first) is bytes else first.bytes]
     while True:
         frame = socket.recv(flags, copy=False)
         frames.append(frame if not copy else frame.bytes)
